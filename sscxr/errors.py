@@ -1,0 +1,98 @@
+"""Exception classes of sscxr.
+
+Every error subclasses the builtin it refines, so ``except ValueError`` still works, and its
+message says what was expected, what was found and what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SscxrError",
+    "SourceFormatError",
+    "MissingFieldError",
+    "InconsistentSourceError",
+    "StoreExistsError",
+    "IncompleteStoreError",
+    "SchemaError",
+    "VerificationError",
+    "StoreVersionWarning",
+    "MissingDependencyError",
+    "StorageAccessError",
+]
+
+
+class SscxrError(Exception):
+    """Base class of every sscxr error."""
+
+
+class SourceFormatError(SscxrError, ValueError):
+    """A source file is not what it should be (not a MAT file, truncated, wrong archive).
+
+    The message names the file, the field path inside it (when there is one) and the problem.
+    """
+
+    def __init__(self, file: str, problem: str, *, field: str | None = None, hint: str | None = None):
+        self.file = str(file)
+        self.field = field
+        self.problem = problem
+        where = f"{self.file}" + (f", field {field!r}" if field else "")
+        msg = f"{where}: {problem}"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+
+
+class MissingFieldError(SourceFormatError, KeyError):
+    """A required field is absent from a source file."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0]
+
+
+class InconsistentSourceError(SourceFormatError):
+    """Fields of a source file disagree with each other (e.g. lengths)."""
+
+
+class StoreExistsError(SscxrError, FileExistsError):
+    """The destination store exists and neither ``--overwrite`` nor ``--resume`` was given."""
+
+
+class IncompleteStoreError(SscxrError, OSError):
+    """A store was opened whose conversion did not finish."""
+
+
+class SchemaError(SscxrError, ValueError):
+    """A store does not follow the sscxr schema; ``problems`` lists every violation."""
+
+    def __init__(self, problems: list[str], *, where: str = "store"):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{where} violates the sscxr schema in {len(self.problems)} place(s):\n{lines}")
+
+
+class VerificationError(SscxrError, AssertionError):
+    """A store does not hold the same values as its source; ``mismatches`` lists each."""
+
+    def __init__(self, mismatches: list[str]):
+        self.mismatches = list(mismatches)
+        lines = "\n".join(f"  - {m}" for m in self.mismatches[:50])
+        more = f"\n  ... and {len(self.mismatches) - 50} more" if len(self.mismatches) > 50 else ""
+        super().__init__(f"{len(self.mismatches)} mismatch(es) between source and store:\n{lines}{more}")
+
+
+class StoreVersionWarning(UserWarning):
+    """A store's content version differs from the one a catalog entry pins."""
+
+
+class MissingDependencyError(SscxrError, ImportError):
+    """An optional dependency needed for this operation is not installed."""
+
+    def __init__(self, package: str, purpose: str, extra: str):
+        super().__init__(
+            f"{purpose} needs the optional package {package!r}; install it with "
+            f"`pip install 'sscxr[{extra}]'` (or `pip install {package}`)."
+        )
+
+
+class StorageAccessError(SscxrError, OSError):
+    """A store URL could not be reached (bad URL, missing or wrong credentials, no permission)."""
