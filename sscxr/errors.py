@@ -87,11 +87,9 @@ class StoreVersionWarning(UserWarning):
 class MissingDependencyError(SscxrError, ImportError):
     """An optional dependency needed for this operation is not installed."""
 
-    def __init__(self, package: str, purpose: str, extra: str):
-        super().__init__(
-            f"{purpose} needs the optional package {package!r}; install it with "
-            f"`pip install 'sscxr[{extra}]'` (or `pip install {package}`)."
-        )
+    def __init__(self, package: str, purpose: str, extra: str | None = None, *, install: str | None = None):
+        install = install or (f"pip install 'sscxr[{extra}]'" if extra else f"pip install {package}")
+        super().__init__(f"{purpose} needs the optional package {package!r}; install it with `{install}`.")
 
 
 class StorageAccessError(SscxrError, OSError):

@@ -1,0 +1,138 @@
+"""Writing groups into a zarr store and the completion protocol (template, markers, finalise).
+
+A store is ``incomplete`` from its first byte until :func:`finalise` writes ``complete``, the
+content version and the consolidated metadata, in that order. Each group is written whole by one
+task and then marked ``sscxr_written``; ``--resume`` skips marked groups.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from sscxr.errors import StorageAccessError, StoreExistsError
+from sscxr.schema import SCHEMA_VERSION, STATUS_COMPLETE, STATUS_INCOMPLETE
+
+from .spec import ConversionSpec
+
+WRITTEN = "sscxr_written"
+LARGE = 1 << 20  # variables above this many bytes get explicit chunks
+
+
+def open_store(url: str, storage_options: Mapping[str, Any] | None, *, mode: str = "r+") -> zarr.abc.store.Store:
+    """A zarr store for any fsspec URL (local path, memory://, s3://, ...)."""
+    from zarr.storage import FsspecStore, LocalStore
+
+    try:
+        if "://" not in url or url.startswith("file://"):
+            return LocalStore(url.removeprefix("file://"), read_only=mode == "r")
+        opts = dict(storage_options or {})
+        if url.startswith("s3://"):
+            opts.setdefault("skip_instance_cache", True)
+        return FsspecStore.from_url(url, storage_options=opts, read_only=mode == "r")
+    except (ImportError, ValueError) as exc:
+        raise StorageAccessError(f"cannot open store {url!r}: {exc}") from exc
+
+
+def store_state(store: zarr.abc.store.Store) -> str | None:
+    """``None`` (no store), ``"incomplete"`` or ``"complete"``."""
+    try:
+        root = zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=False)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return None
+    return str(root.attrs.get("sscxr_status", STATUS_INCOMPLETE))
+
+
+def prepare(store: zarr.abc.store.Store, url: str, *, overwrite: bool, resume: bool,
+            attrs: Mapping[str, Any]) -> set[str]:
+    """Create (or reopen for resume) the root group; return the group paths already written."""
+    state = store_state(store)
+    if state is not None and not (overwrite or resume):
+        what = "a complete store" if state == STATUS_COMPLETE else "an unfinished conversion"
+        raise StoreExistsError(f"{url} already holds {what}; pass --overwrite to replace it"
+                               + (" or --resume to finish it" if state != STATUS_COMPLETE else ""))
+    if state is not None and resume and not overwrite:
+        root = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
+        _check_same_source(root.attrs.asdict(), attrs, url)
+        root.attrs["sscxr_status"] = STATUS_INCOMPLETE
+        return _written_groups(root)
+    root = zarr.open_group(store, mode="w", zarr_format=3)
+    root.attrs.update({**attrs, "sscxr_schema_version": SCHEMA_VERSION, "sscxr_status": STATUS_INCOMPLETE})
+    return set()
+
+
+def _check_same_source(old: Mapping[str, Any], new: Mapping[str, Any], url: str) -> None:
+    key = lambda a: [(s["name"], s["sha256"]) for s in a.get("provenance", {}).get("sources", [])]  # noqa: E731
+    if key(old) != key(new) or old.get("provenance", {}).get("spec") != new.get("provenance", {}).get("spec"):
+        raise StoreExistsError(f"{url} holds an unfinished conversion of other sources or options; "
+                               "--resume needs the same SRC and options (use --overwrite to start anew)")
+
+
+def _written_groups(root: zarr.Group) -> set[str]:
+    done = set()
+    for path, node in root.members(max_depth=None):
+        if isinstance(node, zarr.Group) and node.attrs.get(WRITTEN):
+            done.add(path)
+    return done
+
+
+def encoding_for(ds: xr.Dataset, spec: ConversionSpec) -> dict[str, dict[str, Any]]:
+    """Chunks and codecs per variable: (cell, time) matrices get the measured dF/F chunking."""
+    compressor = BloscCodec(cname=spec.cname, clevel=spec.clevel, shuffle="shuffle")
+    enc: dict[str, dict[str, Any]] = {}
+    for name, var in ds.variables.items():
+        if var.dtype == object:
+            enc[name] = {}
+            continue
+        enc[name] = {"compressors": [compressor]}
+        if var.dims == ("cell", "time"):
+            enc[name]["chunks"] = tuple(min(c, s) or 1 for c, s in zip(spec.dff_chunks, var.shape, strict=True))
+        elif var.nbytes > LARGE:
+            enc[name]["chunks"] = _default_chunks(var)
+    return enc
+
+
+def _default_chunks(var: xr.Variable) -> tuple[int, ...]:
+    """About 1 MiB chunks along the last axis, whole along the others (e.g. whisker rows)."""
+    row = int(np.prod(var.shape[:-1])) * var.dtype.itemsize
+    return (*var.shape[:-1], max(1, min(var.shape[-1], LARGE // max(row, 1))))
+
+
+def _portable_strings(ds: xr.Dataset) -> xr.Dataset:
+    """Fixed-width numpy strings have no zarr v3 spec; store them as variable-length strings."""
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if var.dtype.kind == "U":
+            out[name] = var.copy(data=var.values.astype(object))
+    return out
+
+
+def write_group(store: zarr.abc.store.Store, path: str, ds: xr.Dataset, spec: ConversionSpec) -> str:
+    """Write one group whole (replacing any partial attempt), then mark it written."""
+    ds = _portable_strings(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        ds.to_zarr(store, group=path, mode="w", zarr_format=3, consolidated=False,
+                   encoding=encoding_for(ds, spec))
+    zarr.open_group(store, path=path, mode="r+", zarr_format=3).attrs[WRITTEN] = True
+    return path
+
+
+def finalise(store: zarr.abc.store.Store, attrs: Mapping[str, Any]) -> str:
+    """Mark the store complete, pin its content version and consolidate metadata (last)."""
+    from sscxr.io import content_version
+
+    root = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
+    root.attrs.update({**attrs, "sscxr_status": STATUS_COMPLETE})
+    version = content_version(root)
+    root.attrs["content_version"] = version
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(store)
+    return version

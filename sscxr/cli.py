@@ -1,0 +1,168 @@
+"""The ``sscxr`` command: convert, verify, info, demo, catalog.
+
+Every failure prints one clear line on stderr and exits with status 2 (1 for a failed
+verification); tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import SscxrError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sscxr`` console script."""
+    args = _parser().parse_args(argv)
+    if not getattr(args, "func", None):
+        _parser().print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SscxrError as exc:
+        print(f"sscxr {args.command}: error: {exc}", file=sys.stderr)
+        return 1 if type(exc).__name__ == "VerificationError" else 2
+    except KeyboardInterrupt:
+        print(f"sscxr {args.command}: interrupted; rerun with --resume to finish", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sscxr", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command")
+    _convert_parser(sub.add_parser("convert", help="convert an ssc-1 session or ssc-11 animal to zarr"))
+    v = sub.add_parser("verify", help="prove a store holds the same values as its source")
+    v.add_argument("src"), v.add_argument("dest")
+    _storage_arg(v)
+    v.set_defaults(func=_verify)
+    i = sub.add_parser("info", help="print a store's tree, sizes and provenance")
+    i.add_argument("url")
+    _storage_arg(i)
+    i.set_defaults(func=_info)
+    d = sub.add_parser("demo", help="synthetic archive -> store -> catalog -> aligned result + plot")
+    d.add_argument("--out", default="demo-output", help="folder for the archive, store and plot")
+    d.add_argument("--preset", default="small", help="synthetic archive size (tiny, small, full)")
+    d.add_argument("--write-archive", metavar="DIR", help="only write the synthetic archive into DIR")
+    d.set_defaults(func=_demo)
+    _catalog_parser(sub.add_parser("catalog", help="build or search the intake catalog"))
+    return p
+
+
+def _storage_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-options", type=_json, default=None, metavar="JSON",
+                   help='fsspec options, e.g. \'{"anon": true}\' or endpoint_url/key/secret')
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--storage-options is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--storage-options must be a JSON object")
+    return value
+
+
+def _convert_parser(c: argparse.ArgumentParser) -> None:
+    c.add_argument("src", help="session .mat, session/animal folder, or the archive's .tar/.tar.gz")
+    c.add_argument("dest", help="store URL: path, memory://..., s3://bucket/x.zarr, ...")
+    _storage_arg(c)
+    par = c.add_mutually_exclusive_group()
+    par.add_argument("--workers", type=int, help="run on a dask.distributed LocalCluster of N workers")
+    par.add_argument("--scheduler", help="run on an existing dask.distributed scheduler (ADDRESS)")
+    c.add_argument("--raw", action=argparse.BooleanOptionalAction, default=False,
+                   help="include raw imaging TIFFs and whisker videos")
+    c.add_argument("--red", action="store_true", help="with --raw, keep the red channel too")
+    c.add_argument("--allow-missing", action="store_true", help="with --raw, mask frames of absent TIFFs")
+    mode = c.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    mode.add_argument("--resume", action="store_true", help="finish an interrupted conversion")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=_convert)
+
+
+def _catalog_parser(c: argparse.ArgumentParser) -> None:
+    sub = c.add_subparsers(dest="catalog_command")
+    b = sub.add_parser("build", help="write/refresh catalog entries from the stores under ROOT")
+    b.add_argument("root")
+    b.add_argument("--out", help="catalog YAML to write (default: print)")
+    _storage_arg(b)
+    b.set_defaults(func=_catalog_build)
+    ls = sub.add_parser("list", help="list catalog entries, optionally filtered")
+    ls.add_argument("--catalog", help="catalog path or URL (default: the shipped one)")
+    ls.add_argument("--archive"), ls.add_argument("--animal"), ls.add_argument("--ablation")
+    ls.set_defaults(func=_catalog_list)
+
+
+def _conversion() -> Any:
+    try:
+        import sscxr_conversion
+    except ImportError as exc:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError("sscxr-conversion", "converting and verifying",
+                                     install="pip install ./conversion (from the sscxr source tree)") from exc
+    return sscxr_conversion
+
+
+def _convert(args: argparse.Namespace) -> int:
+    conv = _conversion()
+    spec = conv.ConversionSpec(raw=args.raw, red=args.red, allow_missing=args.allow_missing)
+    result = conv.convert(args.src, args.dest, storage_options=args.storage_options, spec=spec,
+                          workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
+                          resume=args.resume, progress=not args.quiet)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not args.quiet:
+        print(result)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    _conversion().verify(args.src, args.dest, storage_options=args.storage_options)
+    print(f"{args.dest}: every value matches {args.src}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .info import describe_store
+
+    print(describe_store(args.url, storage_options=args.storage_options))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo, write_archive
+
+    if args.write_archive:
+        print(write_archive(args.write_archive, preset=args.preset))
+        return 0
+    run_demo(args.out, preset=args.preset)
+    return 0
+
+
+def _catalog_build(args: argparse.Namespace) -> int:
+    from .catalog import build_catalog
+
+    text = build_catalog(args.root, storage_options=args.storage_options, out=args.out)
+    if not args.out:
+        print(text)
+    return 0
+
+
+def _catalog_list(args: argparse.Namespace) -> int:
+    from .catalog import find, open_catalog
+
+    cat = open_catalog(args.catalog)
+    query = {k: v for k in ("archive", "animal", "ablation") if (v := getattr(args, k))}
+    for name in find(cat, **query):
+        print(name)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
