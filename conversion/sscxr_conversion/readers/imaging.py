@@ -190,7 +190,7 @@ def _plane_structs(descr: MatNode | None, warnings: list[str]) -> list[MatNode]:
         warnings.append("a subvolume has no descrHash entry: no ROI masks or master images")
         return []
     first = descr["value"].item(0)
-    if not first.fields() and first.array().ndim == 3:  # single-plane: value{1} is the image itself
+    if _is_numeric(first) and first.array().ndim == 3:  # single-plane: value{1} is the image itself
         return [MatNode({"masterImage": first.value}, first.path, first.file)]
     return first.items()
 
