@@ -16,9 +16,9 @@ def describe_store(url: str, *, storage_options: Mapping[str, Any] | None = None
     an197522_2013_03_08.zarr  [ssc-1, complete, version 3f2a...]
     ...
     """
-    from .io import _zarr_store
+    from .io import make_store
 
-    root = zarr.open_group(_zarr_store(url, storage_options), mode="r")
+    root = zarr.open_group(make_store(url, storage_options), mode="r")
     attrs = root.attrs.asdict()
     lines = [f"{url}  [{attrs.get('archive', '?')}, {attrs.get('sscxr_status', '?')}, "
              f"version {attrs.get('content_version', '-')}]"]

@@ -72,7 +72,7 @@ def _compare_values(want: xr.Variable, got: xr.Variable, where: str) -> list[str
         return [f"{where}: dims/shape {got.dims}{got.shape}, source has {want.dims}{want.shape}"]
     a, b = np.asarray(want.values), np.asarray(got.values)
     if a.dtype.kind in "OUS" or b.dtype.kind in "OUS":
-        bad = np.asarray(a.astype(str) != b.astype(str))
+        bad = np.asarray(_as_str(a) != _as_str(b))
     else:
         nan = np.isnan(a) & np.isnan(b) if a.dtype.kind == "f" and b.dtype.kind == "f" else False
         bad = np.asarray((a != b) & ~nan)
@@ -81,3 +81,8 @@ def _compare_values(want: xr.Variable, got: xr.Variable, where: str) -> list[str
     first = np.argwhere(bad)[0] if bad.ndim else ()
     return [f"{where}: {int(bad.sum())} value(s) differ, first at index {tuple(int(i) for i in first)}: "
             f"source {a[tuple(first)]!r}, store {b[tuple(first)]!r}"]
+
+
+def _as_str(values: np.ndarray) -> np.ndarray:
+    """Any string dtype (fixed, object, numpy StringDType from zarr) as comparable ``<U``."""
+    return np.array(values.tolist(), dtype=str).reshape(values.shape)

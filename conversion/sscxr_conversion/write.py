@@ -16,7 +16,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from sscxr.errors import StorageAccessError, StoreExistsError
+from sscxr.errors import StoreExistsError
 from sscxr.schema import SCHEMA_VERSION, STATUS_COMPLETE, STATUS_INCOMPLETE
 
 from .spec import ConversionSpec
@@ -26,18 +26,10 @@ LARGE = 1 << 20  # variables above this many bytes get explicit chunks
 
 
 def open_store(url: str, storage_options: Mapping[str, Any] | None, *, mode: str = "r+") -> zarr.abc.store.Store:
-    """A zarr store for any fsspec URL (local path, memory://, s3://, ...)."""
-    from zarr.storage import FsspecStore, LocalStore
+    """A zarr store for any fsspec URL (local path, memory://, s3://, ...), secret-free when pickled."""
+    from sscxr.io import make_store
 
-    try:
-        if "://" not in url or url.startswith("file://"):
-            return LocalStore(url.removeprefix("file://"), read_only=mode == "r")
-        opts = dict(storage_options or {})
-        if url.startswith("s3://"):
-            opts.setdefault("skip_instance_cache", True)
-        return FsspecStore.from_url(url, storage_options=opts, read_only=mode == "r")
-    except (ImportError, ValueError) as exc:
-        raise StorageAccessError(f"cannot open store {url!r}: {exc}") from exc
+    return make_store(url, storage_options, read_only=mode == "r")
 
 
 def store_state(store: zarr.abc.store.Store) -> str | None:
