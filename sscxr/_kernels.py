@@ -62,7 +62,7 @@ def window_indices(
     """Frame index of every (plane, event, offset) and the lag of each event frame.
 
     ``frame_time`` is (P, N), ``frame_trial`` (N,), ``event_time`` (E,), ``event_trial`` (E,)
-    or None (then the trial of the event frame is used). Returns ``index`` (P, E, K), int64,
+    or None (where None or negative, the trial of the event's offset-0 frame is used). Returns ``index`` (P, E, K), int64,
     ``-1`` where the sample leaves the data, its recording segment or (``within_trial``) the
     event's trial, and ``lag`` (P, E): time of the event frame minus the event time (NaN when
     the event is not covered by a frame less than 1.5 periods later).
@@ -89,7 +89,7 @@ def _plane_window(ft, frame_trial, event_time, event_trial, offsets, period, wit
     jc = np.clip(j, 0, n - 1)
     ok = covered[:, None] & (j >= 0) & (j < n) & np.isfinite(ft[jc]) & (seg[jc] == seg[i0c][:, None])
     if within_trial:
-        trial = frame_trial[i0c] if event_trial is None else event_trial
+        trial = frame_trial[i0c] if event_trial is None else np.where(event_trial >= 0, event_trial, frame_trial[i0c])
         ok &= (frame_trial[jc] == trial[:, None]) & (frame_trial[jc] >= 0)
     return np.where(ok, j, -1), np.where(covered, lag, np.nan)
 

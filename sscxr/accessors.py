@@ -36,7 +36,7 @@ def _group(node: xr.DataTree, name: str) -> xr.Dataset:
     if name not in node.children:
         raise ValueError(f"this tree has no /{name} group at {node.path!r} (children: {sorted(node.children)}); "
                          "for a ssc-11 animal pass condition=")
-    return node[name].to_dataset(inherit=False)
+    return node.children[name].to_dataset(inherit=False)
 
 
 @xr.register_datatree_accessor("sscx")
@@ -50,7 +50,9 @@ class SscxTreeAccessor:
         if condition is None and "cells" in self._tree.children:
             conditions = [c for c in self._tree.children if c != "cells"]
             raise ValueError(f"this is a ssc-11 animal tree; pass condition= one of {conditions}")
-        return self._tree[condition] if condition is not None else self._tree
+        if condition is not None and condition not in self._tree.children:
+            raise ValueError(f"condition={condition!r} is not in this tree; it has {sorted(self._tree.children)}")
+        return self._tree.children[condition] if condition is not None else self._tree
 
     @overload
     def trial_tensor(self, signal: str = ..., *, subvolume: int | None = ..., condition: str | None = ...,

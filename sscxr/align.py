@@ -22,7 +22,7 @@ and a trial without the event, give all-NaN windows.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeAlias, overload
 
 import numpy as np
 import pandas as pd
@@ -48,8 +48,8 @@ EVENT_ALIASES: dict[str, tuple[tuple[str, ...], str]] = {
 
 TRIAL_COORDS = ("trial_type", "outcome", "correct_side", "pole_position", "day")
 Window = tuple[float, float]
-Times = np.ndarray | Sequence[float] | xr.DataArray
-Events = xr.Dataset | pd.DataFrame | xr.DataArray | np.ndarray | Sequence[float]
+Times: TypeAlias = np.ndarray | Sequence[float] | xr.DataArray
+Events: TypeAlias = xr.Dataset | pd.DataFrame | xr.DataArray | np.ndarray | Sequence[float]
 
 
 # --- small inputs -------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def _row_planes(signal: xr.DataArray, clock: xr.DataArray) -> np.ndarray:
     if "plane" in lead:
         per, dim = to_numpy(signal["plane"]), "plane"
     elif "cell_plane" in signal.coords and signal["cell_plane"].ndim == 1:
-        per, dim = to_numpy(signal["cell_plane"]), signal["cell_plane"].dims[0]
+        per, dim = to_numpy(signal["cell_plane"]), str(signal["cell_plane"].dims[0])
     else:
         raise ValueError(f"the signal (dims {signal.dims}) has no 'cell_plane' coordinate or 'plane' dimension "
                          f"to choose each row's clock among the {planes.size} frame_time rows; pass "
@@ -271,22 +271,30 @@ def _gather_block(block: np.ndarray, rows: np.ndarray, index: np.ndarray, block_
 def _event_inputs(events: Events, trials: Any) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
     """(times, trial per event or None, event dim, event-dim coords) of any accepted ``events``."""
     if isinstance(events, (xr.Dataset, pd.DataFrame)):
-        table = event_table(events)
-        coords = {"event_time": ("event", table["start_time"].to_numpy(), {"units": "s"}),
-                  "trial": ("event", table["trial"].to_numpy())}
-        if "kind" in table:
-            coords["kind"] = ("event", table["kind"].to_numpy())
-        return table["start_time"].to_numpy(), table["trial"].to_numpy(), "event", coords
+        return _table_events(event_table(events))
     if isinstance(events, xr.DataArray) and events.dims == ("trial",):
         ids = to_numpy(events["trial"]) if "trial" in events.coords else _trial_ids(trials)
         return (to_numpy(events).astype(np.float64), ids.astype(np.int64), "trial",
                 {"trial": ids, "event_time": ("trial", to_numpy(events), {"units": "s"})})
-    times = to_numpy(events).astype(np.float64).ravel()
-    ids = None if trials is None else _trial_ids(trials)
-    if ids is not None and ids.size != times.size:
+    return _array_events(to_numpy(events).astype(np.float64).ravel(), trials)
+
+
+def _table_events(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str, dict]:
+    coords = {"event_time": ("event", table["start_time"].to_numpy(), {"units": "s"}),
+              "trial": ("event", table["trial"].to_numpy())}
+    if "kind" in table:
+        coords["kind"] = ("event", table["kind"].to_numpy())
+    return table["start_time"].to_numpy(), table["trial"].to_numpy(), "event", coords
+
+
+def _array_events(times: np.ndarray, trials: Any) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
+    coords: dict[str, Any] = {"event_time": ("event", times, {"units": "s"})}
+    if trials is None:
+        return times, None, "event", coords
+    ids = _trial_ids(trials)
+    if ids.size != times.size:
         raise ValueError(f"trials has {ids.size} ids but there are {times.size} event times; give one per event")
-    coords = {"event_time": ("event", times, {"units": "s"})} | ({"trial": ("event", ids)} if ids is not None else {})
-    return times, ids, "event", coords
+    return times, ids, "event", coords | {"trial": ("event", ids)}
 
 
 def _signal(signal: xr.DataArray) -> xr.DataArray:
@@ -307,7 +315,8 @@ def align(signal: xr.DataArray, events: Events, window: Window, *, trials: Any =
     times indexed by ``trial``. The result has the signal's other dims, then the event dim
     (``trial`` for a trial-indexed DataArray, else ``event``), then ``time`` (s from the event).
     ``trials`` gives each event's trial id for plain arrays. ``within_trial`` keeps only frames
-    of the event's trial (its own ``trial``, or the trial of its frame when unknown).
+    of the event's trial (its own ``trial``; the trial of its offset-0 frame when that is unknown
+    or negative).
     ``frame_time``: the clock(s); default the signal's ``frame_time`` coord, else ``time``.
 
     >>> import numpy as np, xarray as xr
@@ -399,8 +408,8 @@ def session_parts(tree: xr.DataTree, *, condition: str | None = None) -> tuple[x
     if condition is not None:
         if condition not in tree.children:
             raise ValueError(f"condition={condition!r} is not in this tree; it has {sorted(tree.children)}")
-        node = tree[condition]
-    subs = node["imaging"].children if "imaging" in node.children else node.children
+        node = tree.children[condition]
+    subs = node.children["imaging"].children if "imaging" in node.children else node.children
     found = {int(m.group(1)): n for name, n in subs.items() if (m := SUBVOLUME_GROUP.match(str(name)))}
     if not found:
         groups = [c for c in tree.children if c not in ("cells", "trials", "events", "whisker")]
@@ -424,7 +433,7 @@ def pick_subvolumes(found: Mapping[int, xr.DataTree], subvolume: int | Literal["
 
 
 def _node_ds(node: xr.DataTree, name: str) -> xr.Dataset | None:
-    return node[name].to_dataset(inherit=False) if name in node.children else None
+    return node.children[name].to_dataset(inherit=False) if name in node.children else None
 
 
 @overload
@@ -462,7 +471,7 @@ def session_trial_tensor(tree: xr.DataTree, signal: str = "dff", *, subvolume: i
 def _cell_flags(tree: xr.DataTree, cells: np.ndarray) -> dict[str, Any]:
     if "cells" not in tree.children:
         return {}
-    table = tree["cells"].to_dataset(inherit=False)
+    table = tree.children["cells"].to_dataset(inherit=False)
     names = [str(n) for n in table.data_vars if str(n).startswith(("ablated", "near_ablated", "present_"))]
     table = table[names].reindex(cell=cells, fill_value=False)
     return {n: ("cell", to_numpy(table[n]).astype(bool)) for n in names}

@@ -115,14 +115,14 @@ def _licks_and_reward(cue: float, trial_type: str) -> list[tuple]:
         return []
     side = _side(trial_type) if outcome == "hit" else {"L": "R", "R": "L"}[_side(trial_type)]
     name = "left" if side == "L" else "right"
-    rows = [(f"lick_{name}", f"{name}Licks", cue + dt, cue + dt, {}) for dt in (0.2, 0.35, 0.5)]
+    rows: list[tuple] = [(f"lick_{name}", f"{name}Licks", cue + dt, cue + dt, {}) for dt in (0.2, 0.35, 0.5)]
     if outcome == "hit":
         rows.append((f"reward_{name}", f"{name}Reward", cue + 0.21, cue + 0.26, {}))
     return rows
 
 
 def _events_dataset(s: _Session, rng: np.random.Generator) -> xr.Dataset:
-    rows = []
+    rows: list[tuple] = []
     for i, (tid, start, tt) in enumerate(zip(s.trial, s.start, s.trial_type, strict=True)):
         rows += [(tid, i, *r) for r in _trial_events(rng, i, float(start), tt)]
     rows.sort(key=lambda r: r[4])
