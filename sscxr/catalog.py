@@ -1,0 +1,370 @@
+"""The intake (>= 2) catalog of the sscxr stores: one entry per ssc-1 session and ssc-11 animal.
+
+>>> from sscxr.catalog import open_catalog, find
+>>> cat = open_catalog()
+>>> find(cat, archive="ssc-11", ablation="whisking", lab="NYU")
+['an275798', 'an276013', 'an278288', 'an278759']
+>>> cat["an197522_2013_03_08"].metadata["session_date"]
+'2013-03-08'
+
+Reading an entry opens the store lazily with :func:`sscxr.io.open_store`::
+
+    tree = cat["an274424"].read()                       # anonymous, from $SSCXR_STORE_ROOT
+    tree = cat(store_root="s3://my-bucket/stores")["an274424"].read(
+        storage_options={"key": ..., "secret": ...})    # secrets only at read time
+
+The store root is the catalog parameter ``store_root`` (default: ``$SSCXR_STORE_ROOT``, else
+:data:`DEFAULT_STORE_ROOT`); ``endpoint_url`` (default ``$SSCXR_S3_ENDPOINT``) and ``anon``
+(default true) build the ``storage_options`` when none are given. Each entry pins the
+``content_version`` of its store (``null`` = not pinned yet); a store that differs warns
+:class:`~sscxr.errors.StoreVersionWarning`. No credential is ever written to a catalog.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from .errors import MissingDependencyError, StoreVersionWarning
+from .io import Chunks, content_version, make_store, open_store, read_attrs
+
+try:
+    import fsspec
+    import yaml
+    from intake.readers.entry import Catalog, ReaderDescription
+    from intake.readers.readers import BaseReader
+    from intake.readers.user_parameters import BaseUserParameter
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError(getattr(exc, "name", None) or "intake", "sscxr.catalog", "catalog") from exc
+
+__all__ = [
+    "DEFAULT_STORE_ROOT",
+    "STORE_ROOT_ENV",
+    "SscxrStoreReader",
+    "build_catalog",
+    "default_catalog",
+    "entry_metadata",
+    "find",
+    "open_catalog",
+    "write_catalog",
+]
+
+DEFAULT_STORE_ROOT = "s3://sscxr-public/stores"
+"""Placeholder for the project's public bucket; set ``SSCXR_STORE_ROOT`` to use another root."""
+STORE_ROOT_ENV = "SSCXR_STORE_ROOT"
+ENDPOINT_ENV = "SSCXR_S3_ENDPOINT"
+
+SSC1_SESSIONS = ("an197522_2013_03_08", "an197522_2013_03_10", "an229717_2013_12_01",
+                 "an229719_2013_12_02", "an229719_2013_12_05")  # fmt: skip
+"""FORMATS.md §1.1: the five ssc-1 sessions."""
+SSC11_ABLATIONS: dict[str, tuple[str, ...]] = {
+    "touch": ("an250220", "an257220", "an258836", "an271211", "an281915", "an274424", "an272761",
+              "an274577", "an275801"),
+    "whisking": ("an278937", "an278939", "an281915", "an275798", "an278288", "an276013", "an278759"),
+    "silent": ("an257218", "an258836", "an271211", "an278937", "an278939", "an275801", "an275798",
+               "an276013"),
+}  # fmt: skip
+"""FORMATS.md §2.1 (``get_anims.m``): animals per ablation kind; 16 unique animals."""
+NYU_ANIMALS = frozenset({"an272761", "an274424", "an274577", "an275798", "an275801", "an276013",
+                         "an278288", "an278759"})  # fmt: skip
+"""FORMATS.md §2.1 (``ablation_figure_energy.m``); the other ssc-11 animals are JRC's."""
+_LOCAL_UPS = ("CATALOG_PATH", "CATALOG_DIR", "STORAGE_OPTIONS")
+_SHIPPED = "sscxr.yaml"
+
+
+class SscxrStoreReader(BaseReader):
+    """intake reader: an sscxr store (``store_root``/``store``) as a lazy ``xarray.DataTree``.
+
+    Keyword arguments: ``store`` (name under the root), ``root`` (the catalog's ``store_root``),
+    ``anonymous`` and ``endpoint`` (used to build ``storage_options`` when none are given),
+    ``archive``, ``chunks``, ``groups``. The entry's ``content_version`` metadata is checked as a
+    pin (see :func:`sscxr.io.open_store`). ``read(storage_options=..., groups=..., chunks=...)``
+    overrides the entry's values; credentials belong only there.
+    """
+
+    output_instance = "xarray:DataTree"
+    imports = {"xarray", "zarr"}
+    func = "sscxr.io:open_store"
+
+    def _read(  # type: ignore[override]
+        self,
+        store: str,
+        root: str | None = None,
+        archive: str | None = None,
+        chunks: Chunks = "auto",
+        groups: list[str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        anonymous: bool | str | None = True,
+        endpoint: str | None = None,
+        check_version: str | bool | None = None,
+        **kwargs: Any,
+    ) -> xr.DataTree:
+        url = store_url(store, root)
+        options = storage_options if storage_options is not None else _default_options(url, anonymous, endpoint)
+        pin = check_version if check_version is not None else self.metadata.get("content_version")
+        return open_store(url, storage_options=options, chunks=chunks, groups=groups,
+                          check_version=pin or None, archive=archive, **kwargs)  # fmt: skip
+
+
+def store_url(store: str, store_root: str | None = None) -> str:
+    """Join a store name to the root (parameter, else ``$SSCXR_STORE_ROOT``, else the default).
+
+    >>> store_url("an274424.zarr", "s3://b/stores/")
+    's3://b/stores/an274424.zarr'
+    """
+    root = store_root if store_root not in (None, "", "None") else None
+    root = root or os.environ.get(STORE_ROOT_ENV) or DEFAULT_STORE_ROOT
+    return f"{str(root).rstrip('/')}/{store}"
+
+
+def _default_options(url: str, anon: bool | str | None, endpoint_url: str | None) -> dict[str, Any] | None:
+    if not url.split("::")[-1].startswith(("s3://", "s3a://")):
+        return None
+    options: dict[str, Any] = {"anon": str(anon).lower() not in {"false", "0", "no", "none"}}
+    if endpoint_url not in (None, "", "None"):
+        options["endpoint_url"] = endpoint_url
+    return options
+
+
+# --------------------------------------------------------------------------------------------
+# entries
+# --------------------------------------------------------------------------------------------
+
+
+def _ssc11_animals() -> list[str]:
+    return sorted({a for animals in SSC11_ABLATIONS.values() for a in animals})
+
+
+def entry_metadata(name: str) -> dict[str, Any]:
+    """Searchable metadata of a catalog entry as known before its store exists (FORMATS.md).
+
+    >>> entry_metadata("an281915")["ablations"], entry_metadata("an281915")["lab"]
+    (['touch', 'whisking'], 'JRC')
+    """
+    if name in SSC1_SESSIONS:
+        animal, y, m, d = name.split("_")
+        return {"archive": "ssc-1", "animal": animal, "session_date": f"{y}-{m}-{d}",
+                "conditions": [], "ablations": [], "lab": "JRC", "store": f"{name}.zarr",
+                "source": f"CRCNS ssc-1 {name}_session.mat", "content_version": None,
+                "metadata_from": "FORMATS.md (expected)"}  # fmt: skip
+    kinds = sorted(k for k, animals in SSC11_ABLATIONS.items() if name in animals)
+    if not kinds:
+        raise KeyError(f"{name!r} is neither an ssc-1 session {SSC1_SESSIONS} nor an ssc-11 animal")
+    post = ["post"] if len(kinds) == 1 else [f"post_{k}" for k in kinds]
+    return {"archive": "ssc-11", "animal": name, "session_date": None, "conditions": ["pre", *post],
+            "ablations": kinds, "lab": "NYU" if name in NYU_ANIMALS else "JRC", "store": f"{name}.zarr",
+            "source": f"CRCNS ssc-11 {name}/", "content_version": None,
+            "metadata_from": "FORMATS.md (expected)"}  # fmt: skip
+
+
+def _entry(name: str, metadata: Mapping[str, Any]) -> ReaderDescription:
+    # reader kwargs must not share a name with a catalog parameter (intake would drop them)
+    kwargs = {"store": metadata["store"], "root": "{store_root}", "archive": metadata["archive"],
+              "anonymous": "{anon}", "endpoint": "{endpoint_url}", "chunks": {}}  # fmt: skip
+    return ReaderDescription(reader="sscxr.catalog:SscxrStoreReader", kwargs=kwargs,
+                             metadata=dict(metadata), output_instance=SscxrStoreReader.output_instance)  # fmt: skip
+
+
+def _empty_catalog() -> Catalog:
+    cat = Catalog(metadata={
+        "name": "sscxr",
+        "description": "CRCNS ssc-1 sessions (Peron et al. 2015) and ssc-11 animals (Peron et al. "
+                       "2020) as sscxr zarr stores. Open an entry with .read() (lazy DataTree).",
+        "store_root_env": STORE_ROOT_ENV,
+        "default_store_root": DEFAULT_STORE_ROOT,
+    })  # fmt: skip
+    cat.user_parameters["store_root"] = BaseUserParameter(
+        default=f"env({STORE_ROOT_ENV})",
+        description=f"URL of the folder holding the stores; unset: ${STORE_ROOT_ENV}, else {DEFAULT_STORE_ROOT}",
+    )
+    cat.user_parameters["endpoint_url"] = BaseUserParameter(
+        default=f"env({ENDPOINT_ENV})", description="S3 endpoint for a non-AWS server (unset: AWS)"
+    )
+    cat.user_parameters["anon"] = BaseUserParameter(default=True, description="read S3 anonymously")
+    return cat
+
+
+def _put(cat: Catalog, name: str, metadata: Mapping[str, Any]) -> None:
+    cat.entries[name] = _entry(name, metadata)
+    cat.aliases[name] = name
+
+
+def default_catalog() -> Catalog:
+    """The catalog of all 21 stores with their expected metadata, none pinned.
+
+    >>> len(default_catalog().entries)
+    21
+    """
+    cat = _empty_catalog()
+    for name in [*SSC1_SESSIONS, *_ssc11_animals()]:
+        _put(cat, name, entry_metadata(name))
+    return cat
+
+
+# --------------------------------------------------------------------------------------------
+# reading, writing, searching
+# --------------------------------------------------------------------------------------------
+
+
+def _shipped_path() -> str:
+    packaged = resources.files("sscxr") / "catalogs" / _SHIPPED
+    if packaged.is_file():
+        return str(packaged)
+    return str(Path(__file__).resolve().parents[1] / "catalogs" / _SHIPPED)
+
+
+def open_catalog(path_or_url: str | os.PathLike[str] | None = None, *,
+                 storage_options: Mapping[str, Any] | None = None) -> Catalog:  # fmt: skip
+    """Open a catalog YAML (default: the one shipped with sscxr).
+
+    ``storage_options`` are used to read the YAML only and are not kept in the catalog.
+
+    >>> sorted(open_catalog().user_parameters)[:2]
+    ['CATALOG_DIR', 'CATALOG_PATH']
+    """
+    path = os.fspath(path_or_url) if path_or_url is not None else _shipped_path()
+    with fsspec.open(path, "rt", **dict(storage_options or {})) as f:
+        data = yaml.safe_load(f)
+    cat = Catalog.from_dict(data)
+    cat.user_parameters["CATALOG_PATH"] = path
+    cat.user_parameters["CATALOG_DIR"] = path.rsplit("/", 1)[0] if "/" in path else "."
+    return cat
+
+
+def catalog_dict(cat: Catalog) -> dict[str, Any]:
+    """The YAML-ready dict of a catalog, without the per-session ``CATALOG_*`` parameters."""
+    data = cat.to_dict()
+    data["user_parameters"] = {k: v for k, v in data["user_parameters"].items() if k not in _LOCAL_UPS}
+    return data
+
+
+def write_catalog(cat: Catalog, path: str | os.PathLike[str], *,
+                  storage_options: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+    """Write ``cat`` as YAML to a path or URL (entries in name order).
+
+    >>> write_catalog(default_catalog(), "memory://doc/cat.yaml")
+    >>> len(open_catalog("memory://doc/cat.yaml").entries)
+    21
+    """
+    data = catalog_dict(cat)
+    data["entries"] = dict(sorted(data["entries"].items()))
+    data["aliases"] = dict(sorted(data["aliases"].items()))
+    with fsspec.open(os.fspath(path), "wt", **dict(storage_options or {})) as f:
+        f.write("# sscxr intake catalog: regenerate with sscxr.catalog.build_catalog (no secrets here)\n")
+        yaml.safe_dump(data, f, sort_keys=False, default_flow_style=False)
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    if wanted is None:
+        return True
+    wanted_set = {str(w).lower() for w in (wanted if isinstance(wanted, list | tuple | set) else [wanted])}
+    have = value if isinstance(value, list | tuple) else [value]
+    return bool(wanted_set & {str(v).lower() for v in have})
+
+
+def find(catalog: Catalog | None = None, *, archive: str | None = None, animal: str | None = None,
+         ablation: str | Iterable[str] | None = None, condition: str | None = None,
+         lab: str | None = None, session_date: str | None = None) -> list[str]:  # fmt: skip
+    """Names of the entries whose metadata match every given criterion (sorted).
+
+    List-valued metadata (``ablations``, ``conditions``) match when they contain the value;
+    several values (``ablation=["touch", "silent"]``) match any of them.
+
+    >>> find(animal="an229719")
+    ['an229719_2013_12_02', 'an229719_2013_12_05']
+    >>> find(archive="ssc-11", ablation="silent", lab="JRC")
+    ['an257218', 'an258836', 'an271211', 'an278937', 'an278939']
+    """
+    cat = catalog if catalog is not None else open_catalog()
+    if animal is not None and str(animal).isdigit():
+        animal = f"an{animal}"
+    criteria = {"archive": archive, "animal": animal, "ablations": ablation, "conditions": condition,
+                "lab": lab, "session_date": session_date}  # fmt: skip
+    names = []
+    for name in cat.aliases or cat.entries:
+        meta = cat.get_entity(name).metadata
+        if all(_matches(meta.get(key), wanted) for key, wanted in criteria.items()):
+            names.append(name)
+    return sorted(names)
+
+
+# --------------------------------------------------------------------------------------------
+# building from stores
+# --------------------------------------------------------------------------------------------
+
+
+def _list_stores(root: str, storage_options: Mapping[str, Any] | None) -> list[str]:
+    from zarr.core.sync import sync
+
+    store = make_store(root, storage_options)
+
+    async def names() -> list[str]:
+        return [name async for name in store.list_dir("")]
+
+    return sorted({n.strip("/") for n in sync(names()) if n.strip("/").endswith(".zarr")})
+
+
+def _metadata_from_attrs(store: str, attrs: Mapping[str, Any], version: str) -> dict[str, Any]:
+    name = store.removesuffix(".zarr")
+    try:
+        meta = entry_metadata(name)
+    except KeyError:
+        meta = {"source": None}
+    animal = str(attrs.get("animal_id") or meta.get("animal") or name.split("_")[0])
+    ablations = attrs.get("ablations") or []
+    kinds = sorted({str(a.get("kind")) for a in ablations if isinstance(a, Mapping)} | {
+        str(a) for a in ablations if isinstance(a, str)})  # fmt: skip
+    lab = attrs.get("lab") or meta.get("lab") or ("NYU" if animal in NYU_ANIMALS else "JRC")
+    return {"archive": attrs["archive"], "animal": animal, "session_date": attrs.get("session_date"),
+            "conditions": list(attrs.get("conditions") or []), "ablations": kinds, "lab": lab,
+            "store": store, "source": meta.get("source"), "content_version": version,
+            "metadata_from": "store attrs"}  # fmt: skip
+
+
+def build_catalog(root: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None,
+                  out: str | os.PathLike[str] | None = None) -> Catalog:  # fmt: skip
+    """Scan the ``*.zarr`` stores under ``root`` and write/refresh their catalog entries.
+
+    Starts from ``out`` when it exists (else the shipped catalog), replaces the entry of every
+    complete sscxr store found with metadata read from its root attrs, pinned to its content
+    version (recomputed; a store whose recorded ``content_version`` disagrees warns), and
+    writes ``out`` when given. Incomplete or foreign stores are skipped with a warning.
+    ``storage_options`` are used for reading only: they never reach the catalog.
+
+    >>> cat = build_catalog("s3://bucket/stores", storage_options={"anon": True},
+    ...                     out="catalogs/sscxr.yaml")                       # doctest: +SKIP
+    """
+    root = os.fspath(root).rstrip("/")
+    if out is not None and fsspec.core.url_to_fs(os.fspath(out))[0].exists(os.fspath(out)):
+        cat = open_catalog(out)
+    else:
+        cat = open_catalog()
+    for store in _list_stores(root, storage_options):
+        url = f"{root}/{store}"
+        attrs = read_attrs(url, storage_options=storage_options)
+        if "archive" not in attrs or attrs.get("sscxr_status") != "complete":
+            warnings.warn(f"{url}: skipped (not a complete sscxr store: archive={attrs.get('archive')!r}, "
+                          f"sscxr_status={attrs.get('sscxr_status')!r})", stacklevel=2)  # fmt: skip
+            continue
+        version = content_version(url, storage_options)
+        if attrs.get("content_version") not in (None, version):
+            warnings.warn(f"{url}: recorded content_version {attrs['content_version']} differs from its "
+                          f"metadata ({version}); pinning {version}", StoreVersionWarning, stacklevel=2)  # fmt: skip
+        _put(cat, store.removesuffix(".zarr"), _metadata_from_attrs(store, attrs, version))
+    if out is not None:
+        write_catalog(cat, out)
+    return cat
+
+
+if __name__ == "__main__":  # python -m sscxr.catalog OUT.yaml: write the default catalog
+    import sys
+
+    from sscxr import catalog as _catalog  # the importable module, not __main__
+
+    _catalog.write_catalog(_catalog.default_catalog(), sys.argv[1] if len(sys.argv) > 1 else _catalog._shipped_path())

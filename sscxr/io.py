@@ -1,0 +1,822 @@
+"""Open sscxr stores lazily from a URL, and fingerprint their metadata.
+
+The library knows storage only as a URL plus ``storage_options`` (STYLE rule 3): a local path,
+``memory://``, ``s3://bucket/prefix/x.zarr``, a cached ``simplecache::s3://...`` chain, or any
+URL fsspec opens. S3 support is the ``s3`` extra; when `obstore <https://developmentseed.org/obstore>`_
+is installed, ``s3://`` URLs use it (faster than s3fs on every measurement in
+``docs/benchmarks-remote.md``); set ``SSCXR_S3_CLIENT=s3fs`` to force s3fs.
+
+>>> import sscxr.io as sio
+>>> tree = sio.open_session("s3://bucket/an197522_2013_03_08.zarr",
+...                         storage_options={"anon": True})              # doctest: +SKIP
+>>> one = sio.open_group("s3://bucket/an197522_2013_03_08.zarr",
+...                      "imaging/subvolume_05", storage_options={"anon": True})  # doctest: +SKIP
+>>> one.dff.sel(cell=12).isel(time=slice(0, 80)).values                  # doctest: +SKIP
+
+Credentials never leave the process that was given them: stores built here pickle (for dask
+graphs, ``distributed`` workers, ``cloudpickle``) without any secret. Unpickled in the same
+process they find the secret again in a process-local registry; elsewhere they fall back to the
+worker's own credential chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``~/.aws``, roles).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fnmatch
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import secrets
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeAlias
+
+import xarray as xr
+import zarr
+from zarr.abc.store import Store
+
+from .errors import (
+    IncompleteStoreError,
+    MissingDependencyError,
+    SchemaError,
+    SscxrError,
+    StorageAccessError,
+    StoreVersionWarning,
+)
+
+__all__ = [
+    "Chunks",
+    "GroupNotFoundError",
+    "content_version",
+    "make_store",
+    "open_animal",
+    "open_group",
+    "open_session",
+    "open_store",
+    "read_attrs",
+    "check_writable",
+    "storage_errors",
+]
+
+Chunks: TypeAlias = Literal["auto"] | Mapping[str, Any] | None
+"""``"auto"``: the store's own chunks with dask (numpy-backed lazy arrays without dask);
+``None``: lazy numpy-backed arrays; a mapping: passed to xarray as ``chunks``."""
+
+ARCHIVE_OPENERS = {"ssc-1": "sscxr.open_session", "ssc-11": "sscxr.open_animal"}
+VERSION_EXCLUDED_ATTRS = ("content_version", "sscxr_status")
+_CONTENT_VERSION_SCHEME = "sscxr-content-version/1"
+_LOCAL_PROTOCOLS = {"", "file", "local"}
+_SECRET_KEYS = frozenset(
+    {
+        "key", "secret", "token", "password", "session_token", "access_key_id",
+        "secret_access_key", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+        "account_key", "sas_token", "client_secret", "connection_string", "credentials",
+    }
+)  # fmt: skip
+_PROTOCOL_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", None),
+                      "gcs": ("gcsfs", None), "az": ("adlfs", None), "abfs": ("adlfs", None),
+                      "http": ("aiohttp", None), "https": ("aiohttp", None)}  # fmt: skip
+
+
+class GroupNotFoundError(SscxrError, KeyError):
+    """A group asked for in ``groups=`` or ``open_group`` is not in the store."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+# --------------------------------------------------------------------------------------------
+# URL + storage_options -> zarr store whose pickle carries no secret
+# --------------------------------------------------------------------------------------------
+
+_CREDENTIALS: dict[str, dict[str, Any]] = {}  # process-local: token -> full storage_options
+_CREDENTIALS_LOCK = threading.Lock()
+
+
+def _protocol(url: str) -> str:
+    head = url.split("::", 1)[0]
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*)://", head)
+    return match.group(1).lower() if match else ""
+
+
+def _is_secret(key: str, value: Any) -> bool:
+    return key.lower() in _SECRET_KEYS and value not in (None, "anon", True, False)
+
+
+def _redact(options: Any) -> Any:
+    """A deep copy of ``options`` without any credential value."""
+    if isinstance(options, Mapping):
+        return {k: _redact(v) for k, v in options.items() if not _is_secret(str(k), v)}
+    if isinstance(options, list | tuple):
+        return type(options)(_redact(v) for v in options)
+    return options
+
+
+def _secret_values(options: Any) -> list[str]:
+    if isinstance(options, Mapping):
+        out = [str(v) for k, v in options.items() if _is_secret(str(k), v) and str(v)]
+        return out + [s for v in options.values() for s in _secret_values(v)]
+    if isinstance(options, list | tuple):
+        return [s for v in options for s in _secret_values(v)]
+    return []
+
+
+def _register_credentials(options: dict[str, Any]) -> str | None:
+    if not _secret_values(options):
+        return None
+    with _CREDENTIALS_LOCK:
+        for token, known in _CREDENTIALS.items():
+            if known == options:
+                return token
+        token = secrets.token_hex(8)
+        _CREDENTIALS[token] = copy.deepcopy(options)
+        return token
+
+
+@dataclass(frozen=True, eq=False)
+class _Recipe:
+    """How to rebuild a store: URL, backend and storage options minus secrets."""
+
+    url: str
+    backend: Literal["local", "fsspec", "obstore"]
+    public_options: dict[str, Any] = field(default_factory=dict)
+    credential_token: str | None = None
+    read_only: bool = True
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The full options in the process that registered them, else the public ones."""
+        full = _CREDENTIALS.get(self.credential_token or "")
+        return copy.deepcopy(full) if full is not None else copy.deepcopy(self.public_options)
+
+    @property
+    def anonymous(self) -> bool:
+        return bool(self.options.get("anon"))
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(_secret_values(self.options))
+
+    def key(self) -> str:
+        """Identity of the store this recipe builds (no secret in it; the token is random)."""
+        public = json.dumps(self.public_options, sort_keys=True, default=repr)
+        return f"{self.backend}|{self.url}|{public}|{self.credential_token}|{self.read_only}"
+
+    def scrub(self, text: str) -> str:
+        for value in sorted(_secret_values(self.options), key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
+
+
+def _rebuild_store(recipe: _Recipe) -> Store:
+    return _build(recipe)
+
+
+class _SecretFreePickle:
+    """Mixin: pickle as (URL, backend, options minus secrets); tokenize without pickling."""
+
+    _sscxr_recipe: _Recipe
+    read_only: bool
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_store, (replace(self._sscxr_recipe, read_only=self.read_only),))
+
+    def __dask_tokenize__(self) -> str:
+        return replace(self._sscxr_recipe, read_only=self.read_only).key()
+
+    def with_read_only(self, read_only: bool = False) -> Any:
+        new = super().with_read_only(read_only)  # type: ignore[misc]
+        new._sscxr_recipe = self._sscxr_recipe
+        return new
+
+
+class _SafeLocalStore(_SecretFreePickle, zarr.storage.LocalStore):
+    pass
+
+
+class _SafeFsspecStore(_SecretFreePickle, zarr.storage.FsspecStore):
+    pass
+
+
+def _safe_object_store_class() -> type:
+    from zarr.storage import ObjectStore
+
+    class _SafeObjectStore(_SecretFreePickle, ObjectStore):  # type: ignore[type-arg]
+        pass
+
+    return _SafeObjectStore
+
+
+_SAFE_OBJECT_STORE: type | None = None
+
+
+def _obstore_s3_kwargs(url: str, options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Translate s3fs-style ``storage_options`` to ``obstore.store.S3Store`` arguments.
+
+    Returns None when an option has no obstore equivalent (then s3fs is used).
+    """
+    ignorable = {"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "asynchronous",
+                 "default_block_size", "default_cache_type", "default_fill_cache", "cache_regions",
+                 "use_ssl"}  # fmt: skip
+    bucket, _, prefix = url.split("://", 1)[1].partition("/")
+    kwargs: dict[str, Any] = {"bucket": bucket, "prefix": prefix.strip("/") or None}
+    config: dict[str, Any] = {}
+    client_kwargs = dict(options.get("client_kwargs") or {})
+    endpoint = options.get("endpoint_url") or client_kwargs.pop("endpoint_url", None)
+    region = options.get("region") or client_kwargs.pop("region_name", None)
+    if client_kwargs:
+        return None
+    names = {"key": "access_key_id", "secret": "secret_access_key", "token": "session_token"}
+    for name, value in options.items():
+        if name in names and value is not None:
+            config[names[name]] = value
+        elif name == "anon":
+            config["skip_signature"] = bool(value)
+        elif name == "requester_pays":
+            config["request_payer"] = bool(value)
+        elif name not in ignorable | {"endpoint_url", "region", "client_kwargs"}:
+            return None
+    if endpoint:
+        config["endpoint"] = endpoint
+        kwargs["client_options"] = {"allow_http": str(endpoint).startswith("http://")}
+    config["region"] = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    kwargs["config"] = config
+    return kwargs
+
+
+def _s3_client() -> str:
+    choice = os.environ.get("SSCXR_S3_CLIENT", "auto").lower()
+    if choice not in {"auto", "obstore", "s3fs"}:
+        raise ValueError(f"SSCXR_S3_CLIENT is {choice!r}; expected 'auto', 'obstore' or 's3fs'")
+    if choice == "auto":
+        return "obstore" if importlib.util.find_spec("obstore") else "s3fs"
+    return choice
+
+
+def _require_protocol(protocol: str) -> None:
+    from fsspec.registry import get_filesystem_class, known_implementations, registry
+
+    known = known_implementations
+    if protocol not in known and protocol not in registry:
+        raise StorageAccessError(
+            f"unknown URL protocol {protocol!r}: expected a local path, memory://, s3:// or a "
+            f"protocol fsspec knows ({', '.join(sorted(p for p in known if len(p) < 8)[:25])}, ...)"
+        )
+    try:
+        get_filesystem_class(protocol)
+    except ImportError:
+        package, extra = _PROTOCOL_PACKAGES.get(protocol, (None, None))
+        if extra:
+            raise MissingDependencyError(package or protocol, f"Reading {protocol}:// URLs", extra) from None
+        hint = known.get(protocol, {}).get("err", f"install the fsspec implementation of {protocol}")
+        raise StorageAccessError(f"{protocol}:// URLs need a package that is not installed: {hint}") from None
+
+
+def _recipe_for(url: str, storage_options: Mapping[str, Any] | None, read_only: bool) -> _Recipe:
+    options = dict(storage_options or {})
+    protocol = _protocol(url)
+    if "::" in url:
+        backend: Literal["local", "fsspec", "obstore"] = "fsspec"
+    elif protocol in _LOCAL_PROTOCOLS:
+        backend = "local"
+    elif protocol in {"s3", "s3a"} and _s3_client() == "obstore" and _obstore_s3_kwargs(url, options) is not None:
+        backend = "obstore"
+    else:
+        backend = "fsspec"
+    if backend == "fsspec":
+        for proto in {part if "://" not in part else _protocol(part) for part in url.split("::")}:
+            if proto not in _LOCAL_PROTOCOLS and proto not in {"memory"}:
+                _require_protocol(proto)
+    if backend == "local" and options:
+        raise StorageAccessError(
+            f"storage_options {sorted(options)} were given for the local path {url!r}; local "
+            "paths take none (drop them, or give a remote URL)"
+        )
+    return _Recipe(url, backend, _redact(options), _register_credentials(options), read_only)
+
+
+_BUILT: dict[str, Store] = {}  # process-local cache: building an S3 client costs ~15 ms
+_BUILT_MAX = 64
+
+
+def _build(recipe: _Recipe) -> Store:
+    key = recipe.key()
+    store = _BUILT.get(key)
+    if store is None:
+        store = _build_uncached(recipe)
+        with _CREDENTIALS_LOCK:
+            if len(_BUILT) >= _BUILT_MAX:
+                _BUILT.pop(next(iter(_BUILT)))
+            _BUILT[key] = store
+    return store
+
+
+def _build_uncached(recipe: _Recipe) -> Store:
+    global _SAFE_OBJECT_STORE
+    url, options = recipe.url, recipe.options
+    if recipe.backend == "local":
+        path = url.split("://", 1)[1] if "://" in url else url
+        store: Any = _SafeLocalStore(os.path.expanduser(path), read_only=recipe.read_only)
+    elif recipe.backend == "obstore":
+        from obstore.store import S3Store
+
+        kwargs = _obstore_s3_kwargs(url, options) or {}
+        _SAFE_OBJECT_STORE = _SAFE_OBJECT_STORE or _safe_object_store_class()
+        store = _SAFE_OBJECT_STORE(S3Store(**kwargs), read_only=recipe.read_only)
+    else:
+        if "::" not in url:
+            options.setdefault("skip_instance_cache", True)
+        store = _SafeFsspecStore.from_url(url, storage_options=options, read_only=recipe.read_only)
+    store._sscxr_recipe = recipe
+    return store  # type: ignore[no-any-return]
+
+
+def make_store(url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None,
+               *, read_only: bool = True) -> Store:
+    """A zarr store for ``url``, whose pickle (dask graphs) carries no credential.
+
+    ``storage_options`` are fsspec/s3fs style (``anon``, ``key``, ``secret``, ``token``,
+    ``endpoint_url``, ``client_kwargs={"region_name": ...}``); for ``s3://`` they are translated
+    to obstore when it is installed and every option has an obstore equivalent. A URL like
+    ``simplecache::s3://...`` caches what it reads locally (options per layer:
+    ``{"s3": {...}, "simplecache": {"cache_storage": DIR}}``).
+
+    >>> store = make_store("memory://doc/x.zarr")
+    >>> isinstance(store, zarr.storage.FsspecStore), store.read_only
+    (True, True)
+    """
+    url = os.fspath(url).rstrip("/") if not str(url).endswith("://") else os.fspath(url)
+    return _build(_recipe_for(url, storage_options, read_only))
+
+
+# --------------------------------------------------------------------------------------------
+# errors: what went wrong, without echoing secrets
+# --------------------------------------------------------------------------------------------
+
+
+def _endpoint(recipe: _Recipe) -> str:
+    opts = recipe.options
+    endpoint = opts.get("endpoint_url") or (opts.get("client_kwargs") or {}).get("endpoint_url")
+    return f" at endpoint {endpoint}" if endpoint else ""
+
+
+def _bucket(url: str) -> str:
+    return url.split("::")[-1].split("://", 1)[-1].split("/", 1)[0]
+
+
+def _probe_missing(store: Store) -> str:
+    """Text of the error a direct GET of ``zarr.json`` gives (zarr hides it as 'not found')."""
+    try:
+        inner = getattr(store, "store", None)
+        if inner is not None and type(inner).__module__.startswith("obstore"):
+            import obstore
+
+            obstore.get(inner, "zarr.json")
+        elif isinstance(store, zarr.storage.FsspecStore) and hasattr(store.fs, "_cat_file"):
+            from fsspec.asyn import sync as run_sync
+
+            run_sync(store.fs.loop, store.fs._cat_file, f"{store.path}/zarr.json")
+    except Exception as exc:  # noqa: BLE001  (we only want its text)
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def _diagnose(exc: BaseException, url: str, recipe: _Recipe, store: Store | None,
+              writing: bool = False) -> SscxrError | None:  # fmt: skip
+    text = recipe.scrub(f"{type(exc).__name__}: {exc}")
+    where = f"{url}{_endpoint(recipe)}"
+    verb = "write to" if writing else "read of"
+    obstore_kind = type(exc).__module__.startswith("obstore") and type(exc).__name__
+    not_found = isinstance(exc, FileNotFoundError | KeyError) or obstore_kind == "NotFoundError"
+    if not_found and store is not None and recipe.backend != "local":
+        text = recipe.scrub(_probe_missing(store)) or text
+    if "NoSuchBucket" in text or "bucket does not exist" in text:
+        return StorageAccessError(f"bucket {_bucket(url)!r} does not exist{_endpoint(recipe)}: check the URL {url}")
+    denied = isinstance(exc, PermissionError) or obstore_kind in {"PermissionDeniedError", "UnauthenticatedError"}
+    if denied or re.search(r"AccessDenied|Forbidden|\b403\b", text):
+        if recipe.anonymous or not recipe.has_credentials:
+            why = "anonymous writes are never allowed" if writing else "the bucket is private (or does not exist)"
+            return StorageAccessError(
+                f"anonymous {verb} {where} was refused: {why}. Give credentials: "
+                "storage_options={'key': ..., 'secret': ...}, or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                "and drop anon=True"
+            )
+        if re.search(r"SignatureDoesNotMatch|InvalidAccessKeyId|InvalidClientTokenId", text):
+            return StorageAccessError(f"the credentials given for {where} were rejected: wrong access key or secret")
+        return StorageAccessError(
+            f"{verb} {where} was denied: the credentials lack permission, or are wrong ({text[:200]})"
+        )
+    if re.search(r"Connect(ion)? ?(refused|error)|ConnectorError|EndpointConnectionError|error sending request|"
+                 r"Cannot connect|Could not connect|dns error", text, re.IGNORECASE):  # fmt: skip
+        return StorageAccessError(f"cannot reach the storage service for {where}: {text[:300]}")
+    if not writing and (not_found or "GroupNotFound" in text or "not found" in text.lower()):
+        return StorageAccessError(
+            f"no zarr store at {where}: nothing was found there (check the URL; stores end in .zarr)"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def _translated(url: str, recipe: _Recipe, store: Store | None = None, writing: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except SscxrError:
+        raise
+    except Exception as exc:
+        err = _diagnose(exc, url, recipe, store, writing)
+        if err is None:
+            raise
+        raise err from None
+
+
+@contextlib.contextmanager
+def storage_errors(url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None, *,
+                   writing: bool = False) -> Iterator[None]:  # fmt: skip
+    """Turn storage failures inside the block into :class:`StorageAccessError` without secrets.
+
+    For writers (the converter) that use :func:`make_store` directly:
+
+    >>> with storage_errors("memory://doc/y.zarr", writing=True):
+    ...     pass
+    """
+    url = os.fspath(url).rstrip("/")
+    with _translated(url, _recipe_for(url, storage_options, not writing), writing=writing):
+        yield
+
+
+def check_writable(url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`StorageAccessError` unless ``url`` accepts writes (tries one tiny object).
+
+    Call it before a long conversion to fail in a second rather than after an hour.
+
+    >>> check_writable("memory://doc/w.zarr")
+    """
+    url = os.fspath(url).rstrip("/")
+    recipe = _recipe_for(url, storage_options, False)
+    store = _build(recipe)
+    probe = f".sscxr-write-probe-{secrets.token_hex(4)}"
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    with _translated(url, recipe, store, writing=True):
+        sync(store.set(probe, default_buffer_prototype().buffer.from_bytes(b"probe")))
+        sync(store.delete(probe))
+
+
+# --------------------------------------------------------------------------------------------
+# content version
+# --------------------------------------------------------------------------------------------
+
+
+def _node_documents(node: Any) -> dict[str, Any]:
+    from zarr.core.buffer import default_buffer_prototype
+
+    docs = {}
+    for name, buf in node.metadata.to_buffer_dict(default_buffer_prototype()).items():
+        docs[name] = json.loads(buf.to_bytes())
+    for doc in docs.values():
+        if isinstance(doc, dict):
+            doc.pop("consolidated_metadata", None)
+    return docs
+
+
+def _version_of_group(group: zarr.Group) -> str:
+    nodes = {"": _node_documents(group)}
+    for attr_doc in (nodes[""].get("zarr.json", {}).get("attributes"), nodes[""].get(".zattrs")):
+        for name in VERSION_EXCLUDED_ATTRS if isinstance(attr_doc, dict) else ():
+            attr_doc.pop(name, None)  # type: ignore[union-attr]
+    nodes[""].pop(".zmetadata", None)
+    for path, member in group.members(max_depth=None):
+        nodes[path] = _node_documents(member)
+    payload = json.dumps([_CONTENT_VERSION_SCHEME, sorted(nodes.items())], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def content_version(
+    zarr_group_or_url: zarr.Group | str | os.PathLike[str] | Store,
+    storage_options: Mapping[str, Any] | None = None,
+) -> str:
+    """16 hex digits of sha256 over a store's metadata: what a catalog pins.
+
+    Covers every node's path, shape, dtype, chunks, codecs, fill value, dimension names and
+    attrs, sorted, and excludes the root attrs ``content_version`` and ``sscxr_status`` (so the
+    converter can compute it before it writes them). Data values are not read: it changes when
+    the converter, the schema or the source's shape changes, and is cheap (one read of the
+    consolidated metadata).
+
+    >>> import zarr
+    >>> g = zarr.open_group(zarr.storage.MemoryStore(), mode="w", attributes={"archive": "ssc-1"})
+    >>> v = content_version(g)
+    >>> g.attrs["sscxr_status"] = "complete"
+    >>> content_version(g) == v, len(v)
+    (True, 16)
+    """
+    if isinstance(zarr_group_or_url, zarr.Group):
+        return _version_of_group(zarr_group_or_url)
+    if isinstance(zarr_group_or_url, Store):
+        return _version_of_group(zarr.open_group(zarr_group_or_url, mode="r"))
+    url = os.fspath(zarr_group_or_url).rstrip("/")
+    recipe = _recipe_for(url, storage_options, True)
+    store = _build(recipe)
+    with _translated(url, recipe, store):
+        return _version_of_group(zarr.open_group(store, mode="r"))
+
+
+# --------------------------------------------------------------------------------------------
+# opening
+# --------------------------------------------------------------------------------------------
+
+
+def _xarray_chunks(chunks: Chunks) -> Any:
+    if isinstance(chunks, str):
+        if chunks != "auto":
+            raise ValueError(f"chunks={chunks!r}: expected 'auto', None or a mapping of dim -> chunk size")
+        return {} if importlib.util.find_spec("dask") else None
+    return chunks
+
+
+def _open_root(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Store, zarr.Group, _Recipe]:
+    recipe = _recipe_for(url, storage_options, True)
+    store = _build(recipe)
+    with _translated(url, recipe, store):
+        root = zarr.open_group(store, mode="r")
+    return store, root, recipe
+
+
+def _check_root(url: str, attrs: Mapping[str, Any], archive: str | None, require_complete: bool) -> None:
+    if "archive" not in attrs:
+        raise SchemaError(["root attrs: missing 'archive': this is not an sscxr store"], where=url)
+    if archive is not None and attrs["archive"] != archive:
+        raise SchemaError(
+            [f"root attrs: archive is {attrs['archive']!r}, expected {archive!r}: open it with "
+             f"{ARCHIVE_OPENERS.get(str(attrs['archive']), 'sscxr.open_store')}()"],
+            where=url,
+        )  # fmt: skip
+    status = attrs.get("sscxr_status")
+    if require_complete and status != "complete":
+        raise IncompleteStoreError(
+            f"{url}: conversion did not finish (root attr sscxr_status is {status!r}, expected "
+            f"'complete'); finish it with `sscxr convert SRC {url} --resume`"
+        )
+
+
+def _check_version(url: str, root: zarr.Group, check_version: str | bool) -> None:
+    actual = _version_of_group(root)
+    recorded = root.attrs.get("content_version")
+    if recorded is not None and recorded != actual:
+        warnings.warn(
+            f"{url}: metadata changed after conversion (recorded content_version {recorded}, "
+            f"now {actual})",
+            StoreVersionWarning,
+            stacklevel=3,
+        )
+    if isinstance(check_version, str) and check_version != actual:
+        warnings.warn(
+            f"{url}: content version is {actual}, but {check_version} was pinned (by a catalog "
+            "entry?): the store was re-converted since; refresh the pin with "
+            "sscxr.catalog.build_catalog, or open the store the pin was made for",
+            StoreVersionWarning,
+            stacklevel=3,
+        )
+
+
+def _select_groups(root: zarr.Group, patterns: Sequence[str], url: str) -> list[str]:
+    all_groups = [path for path, node in root.members(max_depth=None) if isinstance(node, zarr.Group)]
+    chosen: list[str] = []
+    for pattern in patterns:
+        pattern = pattern.strip("/")
+        hits = [g for g in all_groups if fnmatch.fnmatchcase(g, pattern)]
+        if not hits:
+            raise GroupNotFoundError(f"{url}: no group matches {pattern!r}; groups: {', '.join(sorted(all_groups))}")
+        chosen += [g for g in hits if g not in chosen]
+    with_data = {path for path, node in root.members(max_depth=None) if isinstance(node, zarr.Group)
+                 and any(True for _ in node.array_keys())}  # fmt: skip
+    ancestors = {"/".join(g.split("/")[:i]) for g in chosen for i in range(1, g.count("/") + 1)}
+    return sorted(set(chosen) | (ancestors & with_data))
+
+
+def _with_indexes(datasets: dict[str, xr.Dataset]) -> tuple[dict[str, xr.Dataset], set[tuple[str, str]]]:
+    """Load every group's index coordinates concurrently, then build the default indexes.
+
+    ``xr.open_datatree`` loads them one after the other: one round trip each, which is most
+    of the time it takes to open a session over S3.
+    """
+    wanted = [(path, str(name)) for path, ds in datasets.items() for name, coord in ds.coords.items()
+              if coord.dims == (name,) and name not in ds.xindexes]  # fmt: skip
+    if not wanted:
+        return datasets, set()
+    with ThreadPoolExecutor(max_workers=min(16, len(wanted))) as pool:
+        loaded = list(pool.map(lambda pn: datasets[pn[0]][pn[1]].variable.compute(), wanted))
+    out = dict(datasets)
+    for path in {p for p, _ in wanted}:
+        coords = {name: var for (p, name), var in zip(wanted, loaded, strict=True) if p == path}
+        out[path] = out[path].assign_coords(xr.Coordinates(coords))
+    return out, set(wanted)
+
+
+def _chunk_on_store_chunks(ds: xr.Dataset, path: str, skip: set[tuple[str, str]], token: str) -> xr.Dataset:
+    """What ``chunks={}`` does in xarray: dask arrays on each variable's own zarr chunks."""
+    chunked = {}
+    for name, var in ds.variables.items():
+        if (path, str(name)) in skip or var.ndim == 0:
+            continue
+        chunks = {d: c for d, c in var.encoding.get("preferred_chunks", {}).items() if d in var.dims}
+        kwargs = {"name": f"sscxr-open-{name}-{path}-{token}"}
+        chunked[name] = var.chunk(chunks or {d: -1 for d in var.dims}, from_array_kwargs=kwargs)
+    coords = {n: v for n, v in chunked.items() if n in ds.coords}
+    return ds.assign_coords(coords).assign({n: v for n, v in chunked.items() if n not in coords})
+
+
+def _open_datasets(store: Store, paths: Sequence[str] | None, chunks: Any, consolidated: bool) -> dict[str, xr.Dataset]:
+    """Open groups (all when ``paths`` is None) as Datasets keyed by ``/path``."""
+    fast = chunks is None or (isinstance(chunks, Mapping) and not chunks)
+    kwargs: dict[str, Any] = {"engine": "zarr", "consolidated": consolidated}
+    if fast:
+        kwargs |= {"chunks": None, "create_default_indexes": False, "cache": chunks is None}
+    else:
+        kwargs["chunks"] = chunks
+    target: Any = store  # xarray's annotations do not list zarr stores, which it opens
+    if paths is None:
+        datasets = dict(xr.open_groups(target, **kwargs))
+    else:
+        datasets = {"/" + p.strip("/"): xr.open_dataset(target, group=p or None, **kwargs) for p in paths}
+    if not fast:
+        return datasets
+    datasets, loaded = _with_indexes(datasets)
+    if chunks is None:
+        return datasets
+    token = secrets.token_hex(8)
+    return {path: _chunk_on_store_chunks(ds, path, loaded, token) for path, ds in datasets.items()}
+
+
+def _open_subtree(store: Store, root: zarr.Group, paths: Sequence[str], chunks: Any, consolidated: bool) -> xr.DataTree:
+    with_root = any(True for _ in root.array_keys())
+    nodes = _open_datasets(store, [""] * with_root + list(paths), chunks, consolidated)
+    if not with_root:
+        nodes["/"] = xr.Dataset(attrs=dict(root.attrs))
+    return xr.DataTree.from_dict(nodes)
+
+
+def _validate(tree: xr.DataTree, url: str, opened: Sequence[str] | None) -> None:
+    try:
+        from . import schema
+    except ImportError:
+        return
+    validate = getattr(schema, "validate", None)
+    if validate is None:
+        return
+    problems = list(validate(tree, raise_on_error=False))
+    if opened is not None:
+        keep = []
+        for problem in problems:
+            match = re.match(r"^/([^:\s]*)", problem)
+            path = match.group(1).rstrip("/") if match else None
+            if path is None or any(path == g or path.startswith(g + "/") for g in opened):
+                keep.append(problem)
+        problems = keep
+    if problems:
+        raise SchemaError(problems, where=url)
+
+
+def open_store(
+    url: str | os.PathLike[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    chunks: Chunks = "auto",
+    groups: Sequence[str] | None = None,
+    check_version: str | bool | None = None,
+    archive: str | None = None,
+    validate: bool = True,
+    require_complete: bool = True,
+) -> xr.DataTree:
+    """Open any sscxr store (session or animal) lazily as a DataTree.
+
+    Parameters
+    ----------
+    url, storage_options
+        Where the store is; see :func:`make_store`.
+    chunks
+        ``"auto"`` (default): dask arrays on the store's own chunks when dask is installed,
+        lazily indexed numpy-backed arrays otherwise; ``None``: the latter always; a mapping:
+        passed to xarray.
+    groups
+        Open only these groups (paths such as ``"imaging/subvolume_05"``, or glob patterns such
+        as ``"imaging/*"``) plus the root attrs. Much faster than the whole tree on S3: the
+        whole tree loads every group's index coordinates.
+    check_version
+        A content version (16 hex) this store should have, e.g. a catalog pin, or ``True`` to
+        check the store against its own recorded ``content_version``. A mismatch warns
+        :class:`~sscxr.errors.StoreVersionWarning` (``warnings.simplefilter("error",
+        StoreVersionWarning)`` makes it an error).
+    archive
+        ``"ssc-1"`` or ``"ssc-11"`` to refuse the other kind.
+    validate, require_complete
+        Refuse schema-invalid (:class:`~sscxr.errors.SchemaError`) and unfinished
+        (:class:`~sscxr.errors.IncompleteStoreError`) stores. Turn off only to inspect one.
+
+    >>> tree = open_store("s3://bucket/an274424.zarr", storage_options={"anon": True},
+    ...                   groups=["cells"])                                    # doctest: +SKIP
+    """
+    url = os.fspath(url).rstrip("/")
+    store, root, recipe = _open_root(url, storage_options)
+    attrs = dict(root.attrs)
+    _check_root(url, attrs, archive, require_complete)
+    if check_version:
+        _check_version(url, root, check_version)
+    xr_chunks = _xarray_chunks(chunks)
+    consolidated = getattr(root.metadata, "consolidated_metadata", None) is not None
+    with _translated(url, recipe, store):
+        if groups is None:
+            tree = xr.DataTree.from_dict(_open_datasets(store, None, xr_chunks, consolidated))
+            opened = None
+        else:
+            opened = _select_groups(root, [groups] if isinstance(groups, str) else groups, url)
+            tree = _open_subtree(store, root, opened, xr_chunks, consolidated)
+    if validate:
+        _validate(tree, url, opened)
+    return tree
+
+
+def open_session(
+    url: str | os.PathLike[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    chunks: Chunks = "auto",
+    groups: Sequence[str] | None = None,
+    check_version: str | bool | None = None,
+) -> xr.DataTree:
+    """Open an ssc-1 session store lazily (see :func:`open_store` for the parameters).
+
+    >>> s = open_session("s3://bucket/an197522_2013_03_08.zarr",
+    ...                  storage_options={"anon": True})                       # doctest: +SKIP
+    >>> s["imaging/subvolume_05"].dff.sel(cell=12).values                      # doctest: +SKIP
+    """
+    return open_store(url, storage_options=storage_options, chunks=chunks, groups=groups,
+                      check_version=check_version, archive="ssc-1")  # fmt: skip
+
+
+def open_animal(
+    url: str | os.PathLike[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    chunks: Chunks = "auto",
+    groups: Sequence[str] | None = None,
+    check_version: str | bool | None = None,
+) -> xr.DataTree:
+    """Open an ssc-11 animal store lazily (see :func:`open_store` for the parameters).
+
+    >>> a = open_animal("an274424.zarr", groups=["cells", "pre/*"])             # doctest: +SKIP
+    """
+    return open_store(url, storage_options=storage_options, chunks=chunks, groups=groups,
+                      check_version=check_version, archive="ssc-11")  # fmt: skip
+
+
+def open_group(
+    url: str | os.PathLike[str],
+    group: str,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    chunks: Chunks = "auto",
+    require_complete: bool = True,
+) -> xr.Dataset:
+    """Open one group of a store as a Dataset: the fastest way to one cell x one trial.
+
+    Checks the root status like :func:`open_store`, opens only ``group`` (no other group's
+    index is loaded) and copies the root attrs into ``attrs["store"]``.
+
+    >>> sv = open_group("s3://bucket/an197522_2013_03_08.zarr", "imaging/subvolume_05",
+    ...                 storage_options={"anon": True})                       # doctest: +SKIP
+    >>> sv.dff.sel(cell=12).where((sv.trial == 7).compute(), drop=True).values            # doctest: +SKIP
+    """
+    url = os.fspath(url).rstrip("/")
+    store, root, recipe = _open_root(url, storage_options)
+    attrs = dict(root.attrs)
+    _check_root(url, attrs, None, require_complete)
+    consolidated = getattr(root.metadata, "consolidated_metadata", None) is not None
+    path = group.strip("/")
+    with _translated(url, recipe, store):
+        try:
+            node = root[path] if path else root
+        except KeyError:
+            node = None
+        if not isinstance(node, zarr.Group):
+            _select_groups(root, [path], url)  # raises GroupNotFoundError listing the groups
+        ds = _open_datasets(store, [path], _xarray_chunks(chunks), consolidated)["/" + path]
+    ds.attrs["store"] = {k: v for k, v in attrs.items() if k != "provenance"}
+    return ds
+
+
+def read_attrs(url: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The root attrs of a store (one metadata read), without any check.
+
+    >>> read_attrs("s3://bucket/an274424.zarr", storage_options={"anon": True})["archive"]  # doctest: +SKIP
+    'ssc-11'
+    """
+    _, root, _ = _open_root(os.fspath(url).rstrip("/"), storage_options)
+    return dict(root.attrs)

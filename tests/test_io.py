@@ -1,0 +1,313 @@
+"""sscxr.io: opening stores lazily from local paths, memory:// and S3 (moto), with clear errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import sscxr.io as sio
+from sscxr.errors import (
+    IncompleteStoreError,
+    MissingDependencyError,
+    SchemaError,
+    StorageAccessError,
+    StoreVersionWarning,
+)
+
+HAS_OBSTORE = importlib.util.find_spec("obstore") is not None
+
+
+def _assert_same_values(opened: xr.DataTree, source: xr.DataTree) -> None:
+    for node in source.subtree:
+        path = node.path
+        want = node.to_dataset(inherit=False)
+        got = opened[path].to_dataset(inherit=False).compute()
+        assert set(got.variables) == set(want.variables), path
+        for name, var in want.variables.items():
+            np.testing.assert_array_equal(got[name].values, var.values, err_msg=f"{path}/{name}")
+            assert got[name].dims == var.dims
+            assert got[name].attrs == var.attrs, f"{path}/{name}"
+
+
+# --------------------------------------------------------------------------------------------
+# round trips and laziness
+# --------------------------------------------------------------------------------------------
+
+
+def test_open_session_round_trips_local(session_store):
+    url, source = session_store
+    tree = sio.open_session(url)
+    assert tree.attrs["archive"] == "ssc-1" and tree.attrs["sscxr_status"] == "complete"
+    assert tree.attrs["content_version"] == source.attrs["content_version"]
+    _assert_same_values(tree, source)
+
+
+def test_open_animal_round_trips_memory(store_writer, animal_source):
+    url = "memory://test-io/an274424.zarr"
+    source = store_writer(animal_source(n_subvolumes=1, n_cells=4, conditions=("pre",)), url)
+    _assert_same_values(sio.open_animal(url), source)
+
+
+@pytest.mark.parametrize("chunks", ["auto", None])
+def test_same_as_plain_xarray(session_store, chunks):
+    """The fast path (indexes loaded concurrently) gives what xr.open_datatree gives."""
+    url, _ = session_store
+    ours = sio.open_session(url, chunks=chunks)
+    plain = xr.open_datatree(url, engine="zarr", chunks={} if chunks == "auto" else None)
+    xr.testing.assert_identical(ours, plain)
+    for node in plain.subtree:
+        mine = ours[node.path]
+        assert set(mine.xindexes) == set(node.xindexes), node.path
+        for name, var in node.variables.items():
+            assert type(mine.variables[name].data) is type(var.data), (node.path, name)
+            assert mine.variables[name].chunks == var.chunks, (node.path, name)
+
+
+def test_open_is_lazy_no_data_chunk_is_read(session_store):
+    """Opening reads metadata and index coordinates only: delete every dF/F chunk, still opens."""
+    url, _ = session_store
+    for path in Path(url).glob("imaging/subvolume_*/dff/c"):
+        shutil.rmtree(path)
+    tree = sio.open_session(url)
+    dff = tree["imaging/subvolume_01"].dff
+    assert dff.chunks is not None  # dask-backed
+    lazy = sio.open_session(url, chunks=None)["imaging/subvolume_01"].dff
+    assert lazy.chunks is None and not isinstance(lazy.variable._data, np.ndarray)
+    assert np.isnan(dff.isel(cell=0, time=0).values)  # the missing chunk reads as the fill value
+
+
+def test_groups_subset_and_glob(session_store):
+    url, source = session_store
+    one = sio.open_session(url, groups=["imaging/subvolume_02"])
+    assert [n.path for n in one.subtree] == ["/", "/imaging", "/imaging/subvolume_02"]
+    assert one.attrs["animal_id"] == source.attrs["animal_id"]
+    xr.testing.assert_equal(one["imaging/subvolume_02"].to_dataset().compute(),
+                            source["imaging/subvolume_02"].to_dataset())  # fmt: skip
+    many = sio.open_session(url, groups=["imaging/*"])
+    assert {"subvolume_01", "subvolume_02"} <= set(many["imaging"].children)
+    with pytest.raises(sio.GroupNotFoundError, match="subvolume_07.*trials"):
+        sio.open_session(url, groups=["imaging/subvolume_07"])
+
+
+def test_open_group_is_one_dataset(session_store):
+    url, source = session_store
+    ds = sio.open_group(url, "imaging/subvolume_01")
+    assert isinstance(ds, xr.Dataset) and ds.attrs["store"]["archive"] == "ssc-1"
+    cell = int(ds.cell[3])
+    trial = int(np.unique(ds.trial.values)[1])
+    got = ds.dff.sel(cell=cell).where((ds.trial == trial).compute(), drop=True).values
+    want_ds = source["imaging/subvolume_01"].to_dataset()
+    want = want_ds.dff.sel(cell=cell).values[want_ds.trial.values == trial]
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(sio.GroupNotFoundError, match="no group matches"):
+        sio.open_group(url, "nope")
+
+
+# --------------------------------------------------------------------------------------------
+# refusals
+# --------------------------------------------------------------------------------------------
+
+
+def test_wrong_archive_is_refused(session_store, animal_store):
+    with pytest.raises(SchemaError, match="open_session"):
+        sio.open_animal(session_store[0])
+    with pytest.raises(SchemaError, match="open_animal"):
+        sio.open_session(animal_store[0])
+
+
+def test_incomplete_store_is_refused_naming_resume(tmp_path, store_writer, session_source):
+    url = str(tmp_path / "half.zarr")
+    store_writer(session_source(n_subvolumes=1, n_cells=4, n_trials=2), url, status="incomplete")
+    with pytest.raises(IncompleteStoreError, match="--resume"):
+        sio.open_session(url)
+    assert sio.open_store(url, require_complete=False).attrs["sscxr_status"] == "incomplete"
+
+
+def test_schema_invalid_store_is_refused(tmp_path, store_writer, session_source):
+    tree = session_source(n_subvolumes=1, n_cells=4, n_trials=2)
+    tree["imaging/subvolume_01"].dff.attrs.pop("units")
+    url = str(tmp_path / "bad.zarr")
+    store_writer(tree, url)
+    with pytest.raises(SchemaError, match="subvolume_01/dff: units"):
+        sio.open_session(url)
+    sio.open_session(url, groups=["trials"])  # problems elsewhere do not block one group
+
+
+def test_foreign_zarr_is_not_an_sscxr_store(tmp_path):
+    url = str(tmp_path / "foreign.zarr")
+    xr.Dataset({"a": ("x", [1, 2])}).to_zarr(url)
+    with pytest.raises(SchemaError, match="not an sscxr store"):
+        sio.open_session(url)
+
+
+# --------------------------------------------------------------------------------------------
+# content version
+# --------------------------------------------------------------------------------------------
+
+
+def test_content_version_ignores_status_and_itself(session_store):
+    url, source = session_store
+    version = sio.content_version(url)
+    assert len(version) == 16 and int(version, 16) >= 0
+    assert version == source.attrs["content_version"]  # what the store records
+    unconsolidated = zarr.open_group(url, mode="r+", use_consolidated=False)
+    assert sio.content_version(unconsolidated) == version
+    unconsolidated.attrs.update(sscxr_status="incomplete", content_version="x")
+    assert sio.content_version(unconsolidated) == version
+
+
+def _tiny_tree(**changes: object) -> xr.DataTree:
+    """Enough structure for the content version: root attrs, one group, two arrays."""
+    ds = xr.Dataset({"dff": (("cell", "time"), np.zeros((4, 6)), {"units": "dF/F"})},
+                    coords={"cell": np.arange(4), "time": ("time", np.arange(6.0), {"units": "s"})})  # fmt: skip
+    if "n_cells" in changes:
+        ds = ds.isel(cell=slice(0, int(changes["n_cells"])))  # type: ignore[call-overload]
+    if "units" in changes:
+        ds.time.attrs["units"] = changes["units"]
+    if "chunks" in changes:
+        ds.dff.encoding["chunks"] = changes["chunks"]
+    attrs = {"archive": "ssc-1", "animal_id": changes.get("animal_id", "an197522"), "sscxr_status": "complete"}
+    return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), "/imaging/subvolume_01": ds})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"animal_id": "an000000"}, {"units": "ms"}, {"n_cells": 3}, {"chunks": (2, 3)}],
+    ids=["root-attr", "variable-attr", "shape", "chunks"],
+)
+def test_content_version_changes_with_metadata(tmp_path, store_writer, change):
+    base, other = str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
+    store_writer(_tiny_tree(), base)
+    store_writer(_tiny_tree(**change), other)
+    assert sio.content_version(other) != sio.content_version(base)
+    store_writer(_tiny_tree(), other)
+    assert sio.content_version(other) == sio.content_version(base)  # deterministic
+
+
+def test_check_version_warns_on_a_different_pin(session_store):
+    url, source = session_store
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreVersionWarning)
+        sio.open_session(url, check_version=source.attrs["content_version"])
+        sio.open_session(url, check_version=True)
+    with pytest.warns(StoreVersionWarning, match="0123456789abcdef was pinned"):
+        sio.open_session(url, check_version="0123456789abcdef")
+    root = zarr.open_group(url, mode="r+")
+    root.attrs["note"] = "edited after conversion"
+    zarr.consolidate_metadata(url)
+    with pytest.warns(StoreVersionWarning, match="metadata changed after conversion"):
+        sio.open_session(url, check_version=True)
+
+
+# --------------------------------------------------------------------------------------------
+# URLs and storage options
+# --------------------------------------------------------------------------------------------
+
+
+def test_unknown_protocol_says_so():
+    with pytest.raises(StorageAccessError, match="unknown URL protocol 'nosuch'"):
+        sio.open_session("nosuch://bucket/x.zarr")
+
+
+def test_missing_protocol_package_says_which_to_install():
+    missing = [(p, pkg) for p, pkg in (("gcs", "gcsfs"), ("abfs", "adlfs"), ("hf", "huggingface_hub"))
+               if importlib.util.find_spec(pkg) is None]  # fmt: skip
+    if not missing:
+        pytest.skip("every optional fsspec backend probed here is installed")
+    protocol, package = missing[0]
+    with pytest.raises((StorageAccessError, MissingDependencyError), match=package.split("_")[0]):
+        sio.open_session(f"{protocol}://bucket/x.zarr")
+
+
+def test_missing_local_store_and_stray_options(tmp_path):
+    with pytest.raises(StorageAccessError, match="no zarr store at"):
+        sio.open_session(str(tmp_path / "absent.zarr"))
+    with pytest.raises(StorageAccessError, match="local path"):
+        sio.open_session(str(tmp_path / "absent.zarr"), storage_options={"anon": True})
+
+
+def test_obstore_option_translation():
+    kw = sio._obstore_s3_kwargs("s3://b/p/x.zarr", {"key": "K", "secret": "S", "endpoint_url": "http://h:1"})
+    assert kw["bucket"] == "b" and kw["prefix"] == "p/x.zarr"
+    assert kw["config"]["access_key_id"] == "K" and kw["config"]["secret_access_key"] == "S"
+    assert kw["config"]["endpoint"] == "http://h:1" and kw["client_options"] == {"allow_http": True}
+    anon = sio._obstore_s3_kwargs("s3://b/x.zarr", {"anon": True, "client_kwargs": {"region_name": "eu-west-1"}})
+    assert anon["config"]["skip_signature"] is True and anon["config"]["region"] == "eu-west-1"
+    assert sio._obstore_s3_kwargs("s3://b/x", {"profile": "dev"}) is None  # no equivalent: s3fs
+
+
+def test_check_writable_memory():
+    sio.check_writable("memory://test-io/writable.zarr")
+
+
+# --------------------------------------------------------------------------------------------
+# S3 on moto: both clients, secret-free pickles, caching
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["obstore", "s3fs"])
+def s3_client(request, monkeypatch):
+    if request.param == "obstore" and not HAS_OBSTORE:
+        pytest.skip("obstore is not installed")
+    monkeypatch.setenv("SSCXR_S3_CLIENT", request.param)
+    return request.param
+
+
+def test_s3_open_with_both_clients(moto_server, moto_session_store, s3_client):
+    url, source = moto_session_store
+    store = sio.make_store(url, moto_server.storage_options(anon=True))
+    expected = zarr.storage.ObjectStore if s3_client == "obstore" else zarr.storage.FsspecStore
+    assert isinstance(store, expected)
+    tree = sio.open_session(url, storage_options=moto_server.storage_options(anon=True))
+    assert tree.attrs == source.attrs
+    sub = tree["imaging/subvolume_02"].to_dataset(inherit=False).compute()
+    xr.testing.assert_identical(sub, source["imaging/subvolume_02"].to_dataset(inherit=False))
+
+
+def test_s3_dask_graph_pickles_without_secret(moto_server, moto_session_store, s3_client):
+    cloudpickle = pytest.importorskip("cloudpickle")
+    url, source = moto_session_store
+    opts = moto_server.storage_options()
+    dff = sio.open_session(url, storage_options=opts)["imaging/subvolume_01"].dff
+    secret, key = moto_server.credentials.secret.encode(), moto_server.credentials.key.encode()
+    blobs = (pickle.dumps(dff), cloudpickle.dumps(dff), pickle.dumps(dict(dff.data.__dask_graph__())))
+    assert [i for i, b in enumerate(blobs) if secret in b or key in b] == []  # (never print a secret)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(dff)).values,
+                                  source["imaging/subvolume_01"].dff.values)  # fmt: skip
+
+
+def test_s3_unpickled_in_another_process_uses_its_own_credentials(moto_server, moto_session_store):
+    """Another process has no credential registry: it falls back to its environment."""
+    url, source = moto_session_store
+    dff = sio.open_session(url, storage_options=moto_server.storage_options())["imaging/subvolume_01"].dff
+    code = "import pickle,sys; a = pickle.load(sys.stdin.buffer); print(float(a.sum()))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "AWS_ACCESS_KEY_ID": "other",
+           "AWS_SECRET_ACCESS_KEY": "other"}  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(dff.data), capture_output=True,
+                         env=env, timeout=60, check=True)  # fmt: skip
+    assert float(out.stdout) == pytest.approx(float(source["imaging/subvolume_01"].dff.sum()))
+
+
+def test_s3_simplecache_chain(moto_server, moto_session_store, tmp_path):
+    url, source = moto_session_store
+    cache = tmp_path / "cache"
+    options = {"s3": moto_server.storage_options(anon=True), "simplecache": {"cache_storage": str(cache)}}
+    ds = sio.open_group(f"simplecache::{url}", "imaging/subvolume_01", storage_options=options)
+    np.testing.assert_array_equal(ds.dff.values, source["imaging/subvolume_01"].dff.values)
+    assert any(cache.iterdir())
+
+
+def test_s3_missing_store_on_moto(moto_server, moto_bucket, s3_client):
+    with pytest.raises(StorageAccessError, match="no zarr store at"):
+        sio.open_session(moto_server.url(moto_bucket, "absent.zarr"), storage_options=moto_server.storage_options())

@@ -1,0 +1,126 @@
+"""End to end on a real S3 server with real auth (SeaweedFS): write with credentials, read the
+public bucket anonymously through the catalog, refuse what must be refused, leak no secret."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import pickle
+import secrets
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import sscxr.io as sio
+from sscxr import catalog as sc
+from sscxr.errors import StorageAccessError
+
+pytestmark = pytest.mark.seaweedfs
+CLIENTS = ["obstore", "s3fs"] if importlib.util.find_spec("obstore") else ["s3fs"]
+NAME = "an197522_2013_03_08"
+
+
+@pytest.fixture(params=CLIENTS)
+def s3_client(request, monkeypatch):
+    monkeypatch.setenv("SSCXR_S3_CLIENT", request.param)
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def public_store(seaweed_server, tmp_path_factory, store_writer, session_source):
+    """A store written with credentials into the anonymous-readable bucket, and its catalog."""
+    root = seaweed_server.url(seaweed_server.public_bucket, f"e2e-{secrets.token_hex(4)}/stores")
+    source = store_writer(session_source(), f"{root}/{NAME}.zarr", seaweed_server.storage_options())
+    out = tmp_path_factory.mktemp("catalog") / "sscxr.yaml"
+    sc.build_catalog(root, storage_options=seaweed_server.storage_options(anon=True), out=out)
+    return root, source, out
+
+
+def test_catalog_read_anonymously_one_cell_one_trial(seaweed_server, public_store, s3_client):
+    root, source, catalog_path = public_store
+    cat = sc.open_catalog(catalog_path)(store_root=root, endpoint_url=seaweed_server.endpoint_url)
+    assert cat.get_entity(NAME).metadata["content_version"] == source.attrs["content_version"]
+    tree = cat[NAME].read(groups=["imaging/subvolume_02"])  # anon=True is the catalog default
+    sub = tree["imaging/subvolume_02"].to_dataset()
+    truth = source["imaging/subvolume_02"].to_dataset()
+    cell, trial = int(truth.cell[4]), int(np.unique(truth.trial)[1])
+    got = sub.dff.sel(cell=cell).where((sub.trial == trial).compute(), drop=True)
+    want = truth.dff.sel(cell=cell).values[truth.trial.values == trial]
+    np.testing.assert_array_equal(got.values, want)
+    np.testing.assert_array_equal(got.time.values, truth.time.values[truth.trial.values == trial])
+
+
+def test_open_group_anonymously_matches_source(seaweed_server, public_store, s3_client):
+    root, source, _ = public_store
+    ds = sio.open_group(f"{root}/{NAME}.zarr", "imaging/subvolume_01",
+                        storage_options=seaweed_server.storage_options(anon=True))  # fmt: skip
+    xr.testing.assert_identical(ds.drop_attrs(deep=False).compute(),
+                                source["imaging/subvolume_01"].to_dataset(inherit=False).drop_attrs(deep=False))  # fmt: skip
+
+
+def test_anonymous_write_is_refused(seaweed_server, public_store, s3_client):
+    url = f"{public_store[0]}/intruder.zarr"
+    anon = seaweed_server.storage_options(anon=True)
+    with pytest.raises(StorageAccessError, match="anonymous write to .* refused"):
+        sio.check_writable(url, anon)
+    tree = xr.DataTree(xr.Dataset({"a": ("x", np.arange(3))}))
+    with pytest.raises(StorageAccessError, match="anonymous write"):
+        with sio.storage_errors(url, anon, writing=True):
+            tree.to_zarr(sio.make_store(url, anon, read_only=False), mode="w")
+    sio.check_writable(url, seaweed_server.storage_options())  # the admin may write
+
+
+def test_anonymous_read_of_a_private_bucket_is_refused(seaweed_server, seaweed_bucket, built_session_store,
+                                                       s3_client):  # fmt: skip
+    seaweed_server.upload_dir(built_session_store[0], seaweed_bucket, f"{NAME}.zarr")
+    url = seaweed_server.url(seaweed_bucket, f"{NAME}.zarr")
+    with pytest.raises(StorageAccessError, match="anonymous read of .* refused: the bucket is private"):
+        sio.open_session(url, storage_options=seaweed_server.storage_options(anon=True))
+    tree = sio.open_session(url, storage_options=seaweed_server.storage_options(), groups=["trials"])
+    assert tree.attrs["archive"] == "ssc-1"
+
+
+def test_wrong_secret_and_missing_bucket_say_so_without_echoing(seaweed_server, public_store, s3_client):
+    url = f"{public_store[0]}/{NAME}.zarr"
+    wrong = {**seaweed_server.storage_options(), "secret": "not-the-secret-" + secrets.token_hex(4)}
+    with pytest.raises(StorageAccessError) as info:
+        sio.open_session(url, storage_options=wrong)
+    assert "rejected" in str(info.value) or "denied" in str(info.value)
+    assert wrong["secret"] not in str(info.value) and seaweed_server.credentials.secret not in str(info.value)
+    missing = seaweed_server.url(f"nobucket-{secrets.token_hex(3)}", f"{NAME}.zarr")
+    with pytest.raises(StorageAccessError, match="does not exist|no zarr store"):
+        sio.open_session(missing, storage_options=seaweed_server.storage_options())
+
+
+def test_no_credential_in_catalog_attrs_logs_reprs_or_graphs(seaweed_server, public_store, s3_client, caplog):
+    cloudpickle = pytest.importorskip("cloudpickle")
+    root, _, catalog_path = public_store
+    secret, key = seaweed_server.credentials.secret, seaweed_server.credentials.key
+    url = f"{root}/{NAME}.zarr"
+    with caplog.at_level(logging.DEBUG):
+        tree = sio.open_session(url, storage_options=seaweed_server.storage_options())
+        dff = tree["imaging/subvolume_01"].dff
+        dff.isel(cell=0).values
+        reader = sc.open_catalog(catalog_path)(store_root=root)[NAME]
+    # store metadata (every zarr.json in the bucket), the catalog, reprs
+    client = seaweed_server.client()
+    prefix = url.split("/", 3)[3]
+    metadata = b"".join(
+        client.get_object(Bucket=seaweed_server.public_bucket, Key=o["Key"])["Body"].read()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=seaweed_server.public_bucket,
+                                                                     Prefix=prefix)  # fmt: skip
+        for o in page.get("Contents", []) if o["Key"].endswith("zarr.json")
+    )
+    texts = {"catalog": catalog_path.read_text(), "metadata": metadata.decode(), "tree": repr(tree),
+             "store": repr(sio.make_store(url, seaweed_server.storage_options())), "reader": repr(reader),
+             "reader kwargs": repr(reader.kwargs), "server": repr(seaweed_server), "encoding": repr(tree.encoding)}  # fmt: skip
+    leaks = [what for what, text in texts.items() if secret in text or key in text]  # no secret in reports
+    assert leaks == []
+    # logs: nothing of ours mentions either; no library logs the secret (botocore logs the key id)
+    assert (secret in caplog.text) is False
+    assert not any(key in r.getMessage() for r in caplog.records if r.name.startswith("sscxr"))
+    # pickled dask graphs
+    blobs = (pickle.dumps(dff), cloudpickle.dumps(dff), cloudpickle.dumps(dict(dff.data.__dask_graph__())))
+    assert [i for i, b in enumerate(blobs) if secret.encode() in b or key.encode() in b] == []
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(dff)).values, dff.values)
