@@ -75,24 +75,44 @@ def _sample_segments(time: np.ndarray, trial: np.ndarray | None, rate: float) ->
     return seg
 
 
-def _frame_index(sample_time: np.ndarray, clock: np.ndarray, frame_trial: np.ndarray, rate: float) -> np.ndarray:
-    """(P, S) frame of each whisker sample on each plane, -1 for none."""
-    out = np.empty((clock.shape[0], sample_time.size), dtype=np.int64)
+def _frame_ranges(sorted_time: np.ndarray, clock: np.ndarray, frame_trial: np.ndarray,
+                  rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """(P, F) bounds ``[a, b)`` of each frame's samples in the time-sorted samples."""
+    a = np.empty(clock.shape, dtype=np.int64)
+    b = np.empty(clock.shape, dtype=np.int64)
     for p in range(clock.shape[0]):
         start, stop = _kernels.frame_bounds(clock[p], frame_trial, 1.0 / rate)
-        out[p] = _kernels.frame_of_samples(sample_time, start, stop)
-    return out
+        a[p], b[p] = _kernels.sample_ranges(sorted_time, start, stop)
+    return a, b
 
 
-def _resample_block(values: np.ndarray, frame_index: np.ndarray, segments: np.ndarray, *, how: str,
-                    derived: str | None, rate: float, n_frames: int) -> np.ndarray:
+def _sample_rate(sorted_time: np.ndarray) -> float:
+    steps = np.diff(sorted_time)
+    steps = steps[np.isfinite(steps) & (steps > 0)]
+    if steps.size == 0:
+        raise ValueError("cannot tell the whisker sample rate: fewer than two distinct finite sample times")
+    return float(1.0 / np.median(steps))
+
+
+def _time_order(sample_time: np.ndarray) -> np.ndarray | None:
+    """None when samples are already in time order, else the sorting permutation."""
+    steps = np.diff(sample_time)
+    if sample_time.size < 2 or bool(np.all(steps >= 0)) and np.isfinite(sample_time).all():
+        return None
+    return np.argsort(sample_time, kind="stable")
+
+
+def _resample_block(values: np.ndarray, *, a: np.ndarray, b: np.ndarray, order: np.ndarray | None, how: str,
+                    derived: str | None, segments: np.ndarray | None, rate: float) -> np.ndarray:
     """(W, S) samples -> (W, P, F) frames. Maps over whisker chunks."""
     values = np.asarray(values, dtype=np.float64)
-    if derived is not None:
+    if derived is not None and segments is not None:
         values = whisking_variable(values, segments, rate, derived)
-    out = np.empty((values.shape[0], frame_index.shape[0], n_frames))
-    for p in range(frame_index.shape[0]):
-        out[:, p] = _kernels.reduce_to_frames(values, frame_index[p], n_frames, how)
+    if order is not None:
+        values = values[:, order]
+    out = np.empty((values.shape[0], a.shape[0], a.shape[1]))
+    for p in range(a.shape[0]):
+        out[:, p] = _kernels.reduce_ranges(values, a[p], b[p], how)
     return out
 
 
@@ -131,15 +151,14 @@ def _whisking_run(x: np.ndarray, band: np.ndarray, low: np.ndarray, what: str, s
     return np.where(finite, out, np.nan)
 
 
-def _lazy_or_eager(data: Any, frame_index: np.ndarray, segments: np.ndarray, **kw: Any) -> Any:
+def _lazy_or_eager(data: Any, **kw: Any) -> Any:
     if not hasattr(data, "dask"):
-        return _resample_block(np.asarray(data), frame_index, segments, **kw)
+        return _resample_block(np.asarray(data), **kw)
     import dask.array as da
 
-    fi = da.from_array(frame_index, chunks=(frame_index.shape[0], -1))
-    sg = da.from_array(segments, chunks=(-1,))
-    return da.blockwise(_resample_block, "wpf", data, "ws", fi, "ps", sg, "s", new_axes={"f": kw["n_frames"]},
-                        concatenate=True, dtype=np.float64, meta=np.empty((0, 0, 0)), **kw)
+    sizes = {"p": kw["a"].shape[0], "f": kw["a"].shape[1]}
+    return da.blockwise(_resample_block, "wpf", data, "ws", new_axes=sizes, concatenate=True, dtype=np.float64,
+                        meta=np.empty((0, 0, 0)), **kw)
 
 
 def resample_whisker(whisker: xr.Dataset, frames: xr.Dataset | xr.DataArray,
@@ -168,14 +187,17 @@ def resample_whisker(whisker: xr.Dataset, frames: xr.Dataset | xr.DataArray,
     frame_trial = to_numpy(clock["trial"]) if "trial" in clock.coords else np.full(clock.sizes["time"], -1)
     sample_time = to_numpy(whisker["time"]).astype(np.float64)
     sample_trial = to_numpy(whisker["trial"]) if "trial" in whisker.coords else None
-    whisker_rate = frame_rate(whisker.drop_attrs(deep=False))
-    frame_index = _frame_index(sample_time, to_numpy(clock).astype(np.float64), frame_trial, rate)
-    segments = _sample_segments(sample_time, sample_trial, whisker_rate)
+    order = _time_order(sample_time)
+    sorted_time = sample_time if order is None else sample_time[order]
+    whisker_rate = _sample_rate(sorted_time)
+    a, b = _frame_ranges(sorted_time, to_numpy(clock).astype(np.float64), frame_trial, rate)
+    derived = any(v in DERIVED for v in variables)
+    segments = _sample_segments(sample_time, sample_trial, whisker_rate) if derived else None
     out = {}
     for v in variables:
         source = whisker["angle" if v in DERIVED else v].transpose(..., "time")
-        data = _lazy_or_eager(source.data, frame_index, segments, how=hows[v], derived=v if v in DERIVED else None,
-                              rate=whisker_rate, n_frames=clock.sizes["time"])
+        data = _lazy_or_eager(source.data, a=a, b=b, order=order, how=hows[v], derived=v if v in DERIVED else None,
+                              segments=segments, rate=whisker_rate)
         attrs = {"units": "rad" if v == "phase" else source.attrs.get("units", ""), "how": hows[v]}
         out[v] = xr.DataArray(data, dims=(source.dims[0], "plane", "time"), attrs=attrs)
     coords = {k: c for k, c in clock.coords.items() if set(c.dims) <= {"plane", "time"}}

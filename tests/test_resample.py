@@ -113,3 +113,11 @@ def test_errors(tree):
         resample_whisker(whisker, sub, variables=("velocity",))
     with pytest.raises(ValueError, match="expected a subvolume Dataset with 'frame_time'"):
         resample_whisker(whisker, sub.dff.isel(time=0))
+
+
+def test_sample_order_does_not_matter(tree):
+    whisker, sub = tree["whisker"].to_dataset(), tree["imaging/subvolume_01"].to_dataset()
+    shuffled = whisker.isel(time=np.random.default_rng(0).permutation(whisker.sizes["time"]))
+    for how in ("mean", "absmax"):
+        xr.testing.assert_allclose(resample_whisker(shuffled, sub, how), resample_whisker(whisker, sub, how))
+    assert resample_whisker(shuffled, sub).attrs["whisker_rate_hz"] == pytest.approx(500.0)
