@@ -139,12 +139,13 @@ class SscxDatasetAccessor:
 
     def align(self, events: Any, window: Window, *, trials: Any = None, within_trial: bool = False,
               variables: Sequence[str] | None = None) -> xr.Dataset:
-        """Windows of every (cell, time) variable (or ``variables``) around ``events``;
-        see :func:`sscxr.align.align`."""
-        out = {v: _align.align(self._ds[v], events, window, trials=trials, within_trial=within_trial,
-                               frame_time=self._clock(), frame_rate_hz=self._ds.attrs.get("frame_rate_hz"))
-               for v in _time_vars(self._ds, variables)}
-        return xr.Dataset(out)
+        """Windows of every (cell, time) variable (or ``variables``, which must share their dims)
+        around ``events``; see :func:`sscxr.align.align`."""
+        out = [_align.align(self._ds[v], events, window, trials=trials, within_trial=within_trial,
+                            frame_time=self._clock(), frame_rate_hz=self._ds.attrs.get("frame_rate_hz")).to_dataset(name=v)
+               for v in _time_vars(self._ds, variables)]
+        # the coords (valid, lag, ...) are the same for every variable: keep the first's, compare nothing
+        return xr.merge(out, compat="override", join="exact", combine_attrs="drop_conflicts")
 
     def trial_tensor(self, signal: str = "dff", *, events: xr.Dataset | pd.DataFrame | None = None,
                      align_to: Any = "pole_in", window: Window = (-3.0, 5.0), trials: Any = None,

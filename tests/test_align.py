@@ -220,6 +220,18 @@ def test_trial_tensor_is_lazy_and_per_cell_chunk(lazy_tree, tree):
     xr.testing.assert_identical(out.compute(), tree.sscx.trial_tensor("dff", subvolume=2, align_to="first_touch"))
 
 
+def test_dataset_align_and_whisker_are_lazy_on_a_store(lazy_tree, tree):
+    events = tree["events"].to_dataset()
+    lazy_sub = lazy_tree["imaging/subvolume_01"].to_dataset().assign(twice=lambda d: 2 * d.dff)
+    with dask.config.set(scheduler=_raise_on_compute):
+        aligned = lazy_sub.sscx.align(events, (-1.0, 2.0), within_trial=True)
+        frames = lazy_tree.sscx.resample_whisker(1, how="absmax", variables=("curvature_change", "amplitude"))
+        assert isinstance(aligned.twice.data, dask.array.Array) and isinstance(frames.amplitude.data, dask.array.Array)
+    xr.testing.assert_equal(aligned.twice.compute(), 2 * aligned.dff.compute())
+    eager = tree.sscx.resample_whisker(1, how="absmax", variables=("curvature_change", "amplitude"))
+    xr.testing.assert_identical(frames.compute(), eager)
+
+
 # --- errors -------------------------------------------------------------------------------------
 def test_unknown_event_lists_known_ones(tree):
     with pytest.raises(ValueError, match=r"align_to='pole_inn' is not a known event; expected one of .*'first_touch'"):

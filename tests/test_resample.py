@@ -121,3 +121,15 @@ def test_sample_order_does_not_matter(tree):
     for how in ("mean", "absmax"):
         xr.testing.assert_allclose(resample_whisker(shuffled, sub, how), resample_whisker(whisker, sub, how))
     assert resample_whisker(shuffled, sub).attrs["whisker_rate_hz"] == pytest.approx(500.0)
+
+
+def test_resampled_frames_align_on_each_planes_clock(tree):
+    frames = tree.sscx.resample_whisker(1, how="absmax")
+    events, trials = tree["events"].to_dataset(), tree["trials"].to_dataset()
+    tensor = frames.curvature_change.sscx.trial_tensor(events, align_to="first_touch", trials=trials, window=(-1, 1))
+    assert tensor.dims == ("whisker", "plane", "trial", "time")
+    for plane in frames.plane.values:
+        one = frames.curvature_change.sel(plane=plane, drop=True).drop_vars("frame_time")
+        want = one.sscx.trial_tensor(events, align_to="first_touch", trials=trials, window=(-1, 1),
+                                     frame_time=frames.frame_time.sel(plane=plane))
+        np.testing.assert_array_equal(tensor.sel(plane=plane).values, want.values)
