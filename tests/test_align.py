@@ -196,6 +196,15 @@ def test_align_property_matches_naive(rec, within_trial):
     assert out.isnull().values[~out.valid.values].all()
 
 
+def test_frame_with_unknown_time_is_invalid_but_keeps_the_count():
+    ft = np.arange(10.0)
+    ft[5] = np.nan  # a frame whose acquisition time is unknown: its slot still counts
+    signal = xr.DataArray(np.arange(10.0)[None], dims=("cell", "time"), coords={"time": np.arange(10.0)})
+    out = align(signal, [2.5, 4.2], (0.0, 4.0), frame_time=xr.DataArray(ft, dims="time"), frame_rate_hz=1.0)
+    np.testing.assert_array_equal(out.values[0], [[3, 4, np.nan, 6, 7], [np.nan, 6, 7, 8, 9]])
+    np.testing.assert_array_equal(out.valid.values[0], ~np.isnan(out.values[0]))
+
+
 # --- laziness -----------------------------------------------------------------------------------
 def _raise_on_compute(*args, **kwargs):
     raise RuntimeError("a large array was computed; expected a lazy result")
