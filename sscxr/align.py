@@ -377,6 +377,9 @@ def trial_tensor(signal: xr.DataArray, events: xr.Dataset | pd.DataFrame | None 
     signal = _signal(signal)
     window = check_window(window)
     ids = _trials_of_signal(signal, trials)
+    if ids.size == 0:
+        raise ValueError("no trials to align: the signal has no per-frame 'trial' coordinate with trial ids >= 0 "
+                         "and trials= was not given; pass trials= (the /trials Dataset or trial ids)")
     if isinstance(align_to, str):
         if events is None and align_to != "trial_start":
             raise ValueError(f"align_to={align_to!r} needs the event table: pass events= (the /events Dataset)")

@@ -55,6 +55,9 @@ def _hows(how: str | Mapping[str, str], variables: Sequence[str]) -> dict[str, s
 
 
 def _check_variables(whisker: xr.Dataset, variables: Sequence[str]) -> None:
+    if not variables:
+        raise ValueError("variables is empty; expected some of 'angle', 'curvature_change', "
+                         f"{', '.join(map(repr, DERIVED))}")
     stored = [str(v) for v, da in whisker.data_vars.items() if "time" in da.dims]
     missing = [v for v in variables if v not in stored and v not in DERIVED]
     if missing:

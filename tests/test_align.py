@@ -283,3 +283,5 @@ def test_missing_signal_and_events(tree):
     sub = tree["imaging/subvolume_01"].to_dataset()
     with pytest.raises(ValueError, match="needs the event table"):
         trial_tensor(sub.dff, align_to="pole_in", frame_time=sub.frame_time)
+    with pytest.raises(ValueError, match="no trials to align"):
+        trial_tensor(sub.dff.drop_vars("trial"), tree["events"].to_dataset(), frame_time=sub.frame_time)

@@ -111,6 +111,8 @@ def test_errors(tree):
         resample_whisker(whisker, sub, how="median")
     with pytest.raises(ValueError, match=r"variables \['velocity'\] are not in the whisker group"):
         resample_whisker(whisker, sub, variables=("velocity",))
+    with pytest.raises(ValueError, match="variables is empty"):
+        resample_whisker(whisker, sub, variables=())
     with pytest.raises(ValueError, match="expected a subvolume Dataset with 'frame_time'"):
         resample_whisker(whisker, sub.dff.isel(time=0))
 
