@@ -208,7 +208,7 @@ def frame_rate(signal: xr.DataArray | xr.Dataset, rate: float | None = None) -> 
     steps = steps[np.isfinite(steps) & (steps > 0)]
     if steps.size == 0:
         raise ValueError("cannot tell the frame rate: no attrs['frame_rate_hz'] and fewer than two "
-                         "increasing frame times; pass frame_rate=")
+                         "increasing frame times; pass frame_rate_hz=")
     return float(1.0 / np.median(steps))
 
 
