@@ -62,7 +62,8 @@ def window_indices(
     """Frame index of every (plane, event, offset) and the lag of each event frame.
 
     ``frame_time`` is (P, N), ``frame_trial`` (N,), ``event_time`` (E,), ``event_trial`` (E,)
-    or None (where None or negative, the trial of the event's offset-0 frame is used). Returns ``index`` (P, E, K), int64,
+    or None (where None or negative, the trial of the event's offset-0 frame is used).
+    Returns ``index`` (P, E, K), int64,
     ``-1`` where the sample leaves the data, its recording segment or (``within_trial``) the
     event's trial, and ``lag`` (P, E): time of the event frame minus the event time (NaN when
     the event is not covered by a frame less than 1.5 periods later).

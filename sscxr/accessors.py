@@ -59,7 +59,8 @@ class SscxTreeAccessor:
                      align_to: Any = ..., window: Window = ..., within_trial: bool = ...) -> xr.DataArray: ...
     @overload
     def trial_tensor(self, signal: str = ..., *, subvolume: Literal["all"], condition: str | None = ...,
-                     align_to: Any = ..., window: Window = ..., within_trial: bool = ...) -> dict[int, xr.DataArray]: ...
+                     align_to: Any = ..., window: Window = ...,
+                     within_trial: bool = ...) -> dict[int, xr.DataArray]: ...
     def trial_tensor(self, signal: str = "dff", *, subvolume: int | Literal["all"] | None = None,
                      condition: str | None = None, align_to: Any = "pole_in", window: Window = (-3.0, 5.0),
                      within_trial: bool = True) -> xr.DataArray | dict[int, xr.DataArray]:
@@ -141,8 +142,9 @@ class SscxDatasetAccessor:
               variables: Sequence[str] | None = None) -> xr.Dataset:
         """Windows of every (cell, time) variable (or ``variables``, which must share their dims)
         around ``events``; see :func:`sscxr.align.align`."""
+        rate = self._ds.attrs.get("frame_rate_hz")
         out = [_align.align(self._ds[v], events, window, trials=trials, within_trial=within_trial,
-                            frame_time=self._clock(), frame_rate_hz=self._ds.attrs.get("frame_rate_hz")).to_dataset(name=v)
+                            frame_time=self._clock(), frame_rate_hz=rate).to_dataset(name=v)
                for v in _time_vars(self._ds, variables)]
         # the coords (valid, lag, ...) are the same for every variable: keep the first's, compare nothing
         return xr.merge(out, compat="override", join="exact", combine_attrs="drop_conflicts")
@@ -152,7 +154,8 @@ class SscxDatasetAccessor:
                      within_trial: bool = True) -> xr.DataArray:
         """:func:`sscxr.align.trial_tensor` of ``ds[signal]`` on this Dataset's ``frame_time``."""
         if signal not in self._ds.data_vars:
-            raise ValueError(f"signal={signal!r} is not a variable; the Dataset has {sorted(map(str, self._ds.data_vars))}")
+            raise ValueError(f"signal={signal!r} is not a variable; the Dataset has "
+                             f"{sorted(map(str, self._ds.data_vars))}")
         return _align.trial_tensor(self._ds[signal], events, align_to=align_to, window=window, trials=trials,
                                    within_trial=within_trial, frame_time=self._clock(),
                                    frame_rate_hz=self._ds.attrs.get("frame_rate_hz"))

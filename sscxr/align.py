@@ -253,7 +253,8 @@ def _gather(data: Any, rows: np.ndarray, index: np.ndarray) -> tuple[Any, Any]:
     tail = tuple((n,) for n in index.shape[1:])
     dtype = data.dtype if data.dtype.kind == "f" else np.dtype(np.float64)
     out = da.map_blocks(_gather_block, data, rows=rows, index=index, dtype=dtype,
-                        chunks=data.chunks[:-1] + tail, new_axis=[data.ndim], meta=np.empty((0,) * (data.ndim + 1), dtype))
+                        chunks=data.chunks[:-1] + tail, new_axis=[data.ndim],
+                        meta=np.empty((0,) * (data.ndim + 1), dtype))
     rows_d = da.from_array(rows, chunks=data.chunks[:-1])
     valid = rows_d.map_blocks(lambda r: mask[r], dtype=bool, chunks=data.chunks[:-1] + tail,
                               new_axis=[data.ndim - 1, data.ndim])
@@ -509,7 +510,8 @@ def pair_conditions(tree: xr.DataTree, a: str = "pre", b: str = "post_touch", *,
     (5, True)
     """
     if "cells" not in tree.children:
-        raise ValueError(f"pair_conditions needs a ssc-11 animal tree (with /cells); this one has {sorted(tree.children)}")
+        raise ValueError("pair_conditions needs a ssc-11 animal tree (with /cells); this one has "
+                         f"{sorted(tree.children)}")
     _, found = session_parts(tree, condition=a)
     numbers = pick_subvolumes(found, subvolume)
     out = {n: _paired(tree, a, b, n) for n in numbers}

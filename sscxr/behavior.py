@@ -18,7 +18,8 @@ import xarray as xr
 from .align import event_table, event_times, to_numpy
 from .schema import TOUCH_KINDS
 
-__all__ = ["first_touch", "touch_bursts", "touch_count", "epochs", "fraction_correct", "EPOCHS", "DELAY_AFTER_POLE_OUT_S"]
+__all__ = ["first_touch", "touch_bursts", "touch_count", "epochs", "fraction_correct", "EPOCHS",
+           "DELAY_AFTER_POLE_OUT_S"]
 
 EPOCHS = ("pre_stimulus", "stimulus", "delay", "reward")
 DELAY_AFTER_POLE_OUT_S = 0.5
@@ -135,7 +136,8 @@ def fraction_correct(trials: xr.Dataset, by: str | None = None) -> xr.DataArray:
         n = hit.sum() + err.sum()
         return xr.DataArray(hit.sum() / n if n else np.nan, name="fraction_correct")
     if by not in trials.variables:
-        raise ValueError(f"by={by!r} is not a variable of the trials table; it has {sorted(map(str, trials.variables))}")
+        raise ValueError(f"by={by!r} is not a variable of the trials table; it has "
+                         f"{sorted(map(str, trials.variables))}")
     key = pd.Series(to_numpy(trials[by]))
     frame = pd.DataFrame({"hit": hit, "err": err, by: key}).groupby(by).sum()
     n = frame["hit"] + frame["err"]

@@ -111,7 +111,8 @@ def plot_whisker_vs_dff(resampled: xr.Dataset, signal: xr.DataArray, cell: int, 
     """A resampled whisker ``variable`` (from ``resample_whisker``) above ``signal`` of ``cell``,
     both on the frames of the cell's plane (``cell_plane``), over ``time`` (a slice in s)."""
     if variable not in resampled:
-        raise ValueError(f"variable={variable!r} is not in the resampled Dataset; it has {sorted(map(str, resampled.data_vars))}")
+        raise ValueError(f"variable={variable!r} is not in the resampled Dataset; it has "
+                         f"{sorted(map(str, resampled.data_vars))}")
     trace = signal.sel(cell=cell)
     plane = int(trace["cell_plane"]) if "cell_plane" in trace.coords else int(resampled.plane[0])
     wvar = resampled[variable].sel(plane=plane)

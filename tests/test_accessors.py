@@ -53,7 +53,8 @@ def test_tree_methods_equal_the_pure_functions(session):
     ds_way = sub.sscx.trial_tensor("dff", events=events, align_to="pole_out", window=(-1.0, 1.0), trials=trials)
     xr.testing.assert_identical(ds_way.drop_attrs(deep=False), direct.drop_attrs(deep=False))
     whisker = session["whisker"].to_dataset()
-    xr.testing.assert_identical(whisker.sscx.resample_whisker(sub, "max"), resample.resample_whisker(whisker, sub, "max"))
+    xr.testing.assert_identical(whisker.sscx.resample_whisker(sub, "max"),
+                                resample.resample_whisker(whisker, sub, "max"))
 
 
 def test_accessors_never_mutate(session, animal):

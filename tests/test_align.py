@@ -173,7 +173,8 @@ def recordings(draw):
     nan_mask = np.array(draw(st.lists(st.booleans(), min_size=values.size, max_size=values.size)))
     values.ravel()[nan_mask & (np.arange(values.size) % 3 == 0)] = np.nan
     signal = xr.DataArray(values, dims=("cell", "time"),
-                          coords={"time": time, "trial": ("time", np.array(trials)), "cell_plane": ("cell", cell_plane)})
+                          coords={"time": time, "trial": ("time", np.array(trials)),
+                                  "cell_plane": ("cell", cell_plane)})
     frame_time = xr.DataArray(time[None] + offsets[:, None], dims=("plane", "time"),
                               coords={"plane": np.arange(n_planes)})
     span = (time[0] - 1.0, time[-1] + 1.0)
