@@ -52,6 +52,7 @@ from .errors import (
 
 __all__ = [
     "Chunks",
+    "StoreLike",
     "GroupNotFoundError",
     "content_version",
     "make_store",
@@ -332,7 +333,9 @@ def _build_uncached(recipe: _Recipe) -> Store:
     else:
         if "::" not in url:
             options.setdefault("skip_instance_cache", True)
-        store = _SafeFsspecStore.from_url(url, storage_options=options, read_only=recipe.read_only)
+        with warnings.catch_warnings():  # sync layers (simplecache::) get zarr's async wrapper
+            warnings.filterwarnings("ignore", message=".*was not created with `asynchronous=True`")
+            store = _SafeFsspecStore.from_url(url, storage_options=options, read_only=recipe.read_only)
     store._sscxr_recipe = recipe
     return store  # type: ignore[no-any-return]
 
@@ -541,12 +544,65 @@ def _xarray_chunks(chunks: Chunks) -> Any:
     return chunks
 
 
-def _open_root(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Store, zarr.Group, _Recipe]:
+StoreLike: TypeAlias = str | os.PathLike[str] | Store
+"""A URL or path (with ``storage_options``), or a zarr store you built yourself."""
+
+
+class _MetadataCache(zarr.storage.WrapperStore):  # type: ignore[type-arg]
+    """Serves metadata documents already fetched, so xarray does not fetch them again.
+
+    The root ``zarr.json`` of a consolidated store holds every node's metadata (hundreds of
+    kB for a session); sscxr reads it once to check the store, xarray then gets it from here.
+    Pickles as the wrapped store (the cache never travels in dask graphs).
+    """
+
+    def __init__(self, store: Store, documents: Mapping[str, Any]) -> None:
+        super().__init__(store)
+        self._documents = dict(documents)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self._store.__reduce__()  # type: ignore[no-any-return]
+
+    def __dask_tokenize__(self) -> Any:
+        inner = getattr(self._store, "__dask_tokenize__", None)
+        return inner() if inner is not None else id(self._store)
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        if byte_range is None and key in self._documents:
+            return self._documents[key]
+        return await self._store.get(key, prototype, byte_range)
+
+
+def _target(target: StoreLike, storage_options: Mapping[str, Any] | None) -> tuple[str, Store, _Recipe]:
+    """(label for messages, store, recipe) of a URL or of a zarr store built elsewhere."""
+    if isinstance(target, Store):
+        if storage_options:
+            raise StorageAccessError("storage_options go with a URL; this is a zarr store already built")
+        return str(target), target, _Recipe(str(target), "local")
+    url = os.fspath(target).rstrip("/")
     recipe = _recipe_for(url, storage_options, True)
-    store = _build(recipe)
+    return url, _build(recipe), recipe
+
+
+def _get_document(store: Store, key: str) -> Any:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    return sync(store.get(key, default_buffer_prototype()))
+
+
+def _open_root(target: StoreLike, storage_options: Mapping[str, Any] | None
+               ) -> tuple[str, Store, zarr.Group, _Recipe]:  # fmt: skip
+    """(label, store, root group, recipe): one GET of the root metadata (zarr v3)."""
+    url, store, recipe = _target(target, storage_options)
     with _translated(url, recipe, store):
-        root = zarr.open_group(store, mode="r")
-    return store, root, recipe
+        document = _get_document(store, "zarr.json")
+        if document is not None:
+            store = _MetadataCache(store, {"zarr.json": document})
+            root = zarr.open_group(store, mode="r", zarr_format=3)
+        else:  # zarr v2, or nothing there (zarr says which)
+            root = zarr.open_group(store, mode="r")
+    return url, store, root, recipe
 
 
 def _check_root(url: str, attrs: Mapping[str, Any], archive: str | None, require_complete: bool) -> None:
@@ -633,10 +689,11 @@ def _chunk_on_store_chunks(ds: xr.Dataset, path: str, skip: set[tuple[str, str]]
     return ds.assign_coords(coords).assign({n: v for n, v in chunked.items() if n not in coords})
 
 
-def _open_datasets(store: Store, paths: Sequence[str] | None, chunks: Any, consolidated: bool) -> dict[str, xr.Dataset]:
+def _open_datasets(store: Store, paths: Sequence[str] | None, chunks: Any, consolidated: bool,
+                   zarr_format: int | None = None) -> dict[str, xr.Dataset]:  # fmt: skip
     """Open groups (all when ``paths`` is None) as Datasets keyed by ``/path``."""
     fast = chunks is None or (isinstance(chunks, Mapping) and not chunks)
-    kwargs: dict[str, Any] = {"engine": "zarr", "consolidated": consolidated}
+    kwargs: dict[str, Any] = {"engine": "zarr", "consolidated": consolidated, "zarr_format": zarr_format}
     if fast:
         kwargs |= {"chunks": None, "create_default_indexes": False, "cache": chunks is None}
     else:
@@ -657,7 +714,7 @@ def _open_datasets(store: Store, paths: Sequence[str] | None, chunks: Any, conso
 
 def _open_subtree(store: Store, root: zarr.Group, paths: Sequence[str], chunks: Any, consolidated: bool) -> xr.DataTree:
     with_root = any(True for _ in root.array_keys())
-    nodes = _open_datasets(store, [""] * with_root + list(paths), chunks, consolidated)
+    nodes = _open_datasets(store, [""] * with_root + list(paths), chunks, consolidated, root.metadata.zarr_format)
     if not with_root:
         nodes["/"] = xr.Dataset(attrs=dict(root.attrs))
     return xr.DataTree.from_dict(nodes)
@@ -685,7 +742,7 @@ def _validate(tree: xr.DataTree, url: str, opened: Sequence[str] | None) -> None
 
 
 def open_store(
-    url: str | os.PathLike[str],
+    url: StoreLike,
     *,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Chunks = "auto",
@@ -700,7 +757,8 @@ def open_store(
     Parameters
     ----------
     url, storage_options
-        Where the store is; see :func:`make_store`.
+        Where the store is; see :func:`make_store`. ``url`` may also be a zarr store object
+        (then without ``storage_options``).
     chunks
         ``"auto"`` (default): dask arrays on the store's own chunks when dask is installed,
         lazily indexed numpy-backed arrays otherwise; ``None``: the latter always; a mapping:
@@ -723,17 +781,16 @@ def open_store(
     >>> tree = open_store("s3://bucket/an274424.zarr", storage_options={"anon": True},
     ...                   groups=["cells"])                                    # doctest: +SKIP
     """
-    url = os.fspath(url).rstrip("/")
-    store, root, recipe = _open_root(url, storage_options)
+    url, store, root, recipe = _open_root(url, storage_options)
     attrs = dict(root.attrs)
     _check_root(url, attrs, archive, require_complete)
     if check_version:
         _check_version(url, root, check_version)
     xr_chunks = _xarray_chunks(chunks)
-    consolidated = getattr(root.metadata, "consolidated_metadata", None) is not None
+    consolidated = _has_consolidated(root)
     with _translated(url, recipe, store):
         if groups is None:
-            tree = xr.DataTree.from_dict(_open_datasets(store, None, xr_chunks, consolidated))
+            tree = xr.DataTree.from_dict(_open_datasets(store, None, xr_chunks, consolidated, root.metadata.zarr_format))
             opened = None
         else:
             opened = _select_groups(root, [groups] if isinstance(groups, str) else groups, url)
@@ -744,7 +801,7 @@ def open_store(
 
 
 def open_session(
-    url: str | os.PathLike[str],
+    url: StoreLike,
     *,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Chunks = "auto",
@@ -762,7 +819,7 @@ def open_session(
 
 
 def open_animal(
-    url: str | os.PathLike[str],
+    url: StoreLike,
     *,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Chunks = "auto",
@@ -778,7 +835,7 @@ def open_animal(
 
 
 def open_group(
-    url: str | os.PathLike[str],
+    url: StoreLike,
     group: str,
     *,
     storage_options: Mapping[str, Any] | None = None,
@@ -787,36 +844,54 @@ def open_group(
 ) -> xr.Dataset:
     """Open one group of a store as a Dataset: the fastest way to one cell x one trial.
 
-    Checks the root status like :func:`open_store`, opens only ``group`` (no other group's
-    index is loaded) and copies the root attrs into ``attrs["store"]``.
+    Reads only that group's metadata (a session's root metadata, which describes every
+    group, is hundreds of kB) and its index coordinates. A group the converter marked
+    ``sscxr_written`` is complete whatever the rest of the store; for other groups the root
+    status is checked as in :func:`open_store`. Root attrs: :func:`read_attrs`.
 
     >>> sv = open_group("s3://bucket/an197522_2013_03_08.zarr", "imaging/subvolume_05",
     ...                 storage_options={"anon": True})                       # doctest: +SKIP
-    >>> sv.dff.sel(cell=12).where((sv.trial == 7).compute(), drop=True).values            # doctest: +SKIP
+    >>> sv.dff.sel(cell=12).where((sv.trial == 7).compute(), drop=True).values  # doctest: +SKIP
     """
-    url = os.fspath(url).rstrip("/")
-    store, root, recipe = _open_root(url, storage_options)
-    attrs = dict(root.attrs)
-    _check_root(url, attrs, None, require_complete)
-    consolidated = getattr(root.metadata, "consolidated_metadata", None) is not None
+    label, store, recipe = _target(url, storage_options)
     path = group.strip("/")
-    with _translated(url, recipe, store):
-        try:
-            node = root[path] if path else root
-        except KeyError:
-            node = None
-        if not isinstance(node, zarr.Group):
-            _select_groups(root, [path], url)  # raises GroupNotFoundError listing the groups
-        ds = _open_datasets(store, [path], _xarray_chunks(chunks), consolidated)["/" + path]
-    ds.attrs["store"] = {k: v for k, v in attrs.items() if k != "provenance"}
-    return ds
+    with _translated(label, recipe, store):
+        store, node = _v3_group(store, path)
+        root = None
+        if node is None or (require_complete and node.attrs.get("sscxr_written") is not True):
+            _, store, root, _ = _open_root(store, None)
+            _check_root(label, dict(root.attrs), None, require_complete)
+            if node is None:
+                _select_groups(root, [path], label)  # raises GroupNotFoundError listing the groups
+        known = node if node is not None else root
+        # xarray reads consolidated metadata only from the store's root: for a sub-group that is
+        # the whole session's metadata. Listing the group's own members is ~20x fewer bytes.
+        consolidated = not path and _has_consolidated(known)
+        zarr_format = known.metadata.zarr_format if known is not None else None
+        return _open_datasets(store, [path], _xarray_chunks(chunks), consolidated, zarr_format)["/" + path]
 
 
-def read_attrs(url: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _v3_group(store: Store, path: str) -> tuple[Store, zarr.Group | None]:
+    """The group at ``path`` from one GET of its ``zarr.json`` (None: absent, an array, zarr v2)."""
+    key = f"{path}/zarr.json" if path else "zarr.json"
+    document = _get_document(store, key)
+    if document is None:
+        return store, None
+    store = _MetadataCache(store, {key: document})
+    try:
+        return store, zarr.open_group(store, path=path, mode="r", zarr_format=3)
+    except (FileNotFoundError, KeyError, ValueError, TypeError):
+        return store, None
+
+
+def _has_consolidated(node: zarr.Group | None) -> bool:
+    return node is not None and getattr(node.metadata, "consolidated_metadata", None) is not None
+
+
+def read_attrs(url: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The root attrs of a store (one metadata read), without any check.
 
     >>> read_attrs("s3://bucket/an274424.zarr", storage_options={"anon": True})["archive"]  # doctest: +SKIP
     'ssc-11'
     """
-    _, root, _ = _open_root(os.fspath(url).rstrip("/"), storage_options)
-    return dict(root.attrs)
+    return dict(_open_root(url, storage_options)[2].attrs)

@@ -103,7 +103,7 @@ def test_groups_subset_and_glob(session_store):
 def test_open_group_is_one_dataset(session_store):
     url, source = session_store
     ds = sio.open_group(url, "imaging/subvolume_01")
-    assert isinstance(ds, xr.Dataset) and ds.attrs["store"]["archive"] == "ssc-1"
+    assert isinstance(ds, xr.Dataset) and ds.attrs["subvolume"] == 1
     cell = int(ds.cell[3])
     trial = int(np.unique(ds.trial.values)[1])
     got = ds.dff.sel(cell=cell).where((ds.trial == trial).compute(), drop=True).values
@@ -112,6 +112,41 @@ def test_open_group_is_one_dataset(session_store):
     np.testing.assert_array_equal(got, want)
     with pytest.raises(sio.GroupNotFoundError, match="no group matches"):
         sio.open_group(url, "nope")
+
+
+class _KeyLog(zarr.storage.WrapperStore):
+    """Records the keys read through it."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.keys = []
+
+    async def get(self, key, prototype, byte_range=None):
+        self.keys.append(key)
+        return await self._store.get(key, prototype, byte_range)
+
+
+def test_open_group_reads_only_its_group(session_store):
+    """The root metadata describes every group (large); one group needs only its own."""
+    url, _ = session_store
+    log = _KeyLog(zarr.storage.LocalStore(url, read_only=True))
+    ds = sio.open_group(log, "imaging/subvolume_02")
+    ds.dff.isel(cell=0).values
+    assert "zarr.json" not in log.keys and not any(k.startswith(("imaging/subvolume_01", "whisker")) for k in log.keys)
+    assert not any(k.endswith((".zgroup", ".zattrs", ".zmetadata")) for k in log.keys)  # no zarr v2 probing
+    log = _KeyLog(zarr.storage.LocalStore(url, read_only=True))
+    sio.open_session(log)
+    assert log.keys.count("zarr.json") == 1  # read once, shared with xarray
+
+
+def test_open_group_of_an_unmarked_group_checks_the_root(tmp_path, store_writer, session_source):
+    tree = session_source(n_subvolumes=1, n_cells=4, n_trials=2)
+    del tree["trials"].attrs["sscxr_written"]
+    url = str(tmp_path / "half.zarr")
+    store_writer(tree, url, status="incomplete")
+    sio.open_group(url, "imaging/subvolume_01")  # marked written: complete on its own
+    with pytest.raises(IncompleteStoreError, match="--resume"):
+        sio.open_group(url, "trials")
 
 
 # --------------------------------------------------------------------------------------------
