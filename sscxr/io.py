@@ -21,6 +21,7 @@ worker's own credential chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import fnmatch
@@ -37,9 +38,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
 
+import numpy as np
 import xarray as xr
 import zarr
 from zarr.abc.store import Store
+from zarr.storage import StorePath
 
 from .errors import (
     IncompleteStoreError,
@@ -549,11 +552,13 @@ StoreLike: TypeAlias = str | os.PathLike[str] | Store
 
 
 class _MetadataCache(zarr.storage.WrapperStore):  # type: ignore[type-arg]
-    """Serves metadata documents already fetched, so xarray does not fetch them again.
+    """Serves objects already fetched (metadata, index chunks), so xarray does not fetch them again.
 
     The root ``zarr.json`` of a consolidated store holds every node's metadata (hundreds of
     kB for a session); sscxr reads it once to check the store, xarray then gets it from here.
-    Pickles as the wrapped store (the cache never travels in dask graphs).
+    Index coordinates are fetched all at once (:func:`_prefetch_indexes`) and served from here
+    while xarray builds its indexes one by one. Pickles as the wrapped store (the cache never
+    travels in dask graphs).
     """
 
     def __init__(self, store: Store, documents: Mapping[str, Any]) -> None:
@@ -571,6 +576,9 @@ class _MetadataCache(zarr.storage.WrapperStore):  # type: ignore[type-arg]
         if byte_range is None and key in self._documents:
             return self._documents[key]
         return await self._store.get(key, prototype, byte_range)
+
+    def add(self, documents: Mapping[str, Any]) -> None:
+        self._documents.update(documents)
 
 
 def _target(target: StoreLike, storage_options: Mapping[str, Any] | None) -> tuple[str, Store, _Recipe]:
@@ -657,63 +665,82 @@ def _select_groups(root: zarr.Group, patterns: Sequence[str], url: str) -> list[
     return sorted(set(chosen) | (ancestors & with_data))
 
 
-def _with_indexes(datasets: dict[str, xr.Dataset]) -> tuple[dict[str, xr.Dataset], set[tuple[str, str]]]:
-    """Load every group's index coordinates concurrently, then build the default indexes.
+def _index_chunk_keys(group: zarr.Group, paths: Sequence[str] | None) -> list[str]:
+    """Keys of every chunk of the dimension coordinates of the groups at ``paths`` (None: all).
+
+    Uses only metadata already in memory (consolidated); returns [] when it is not.
+    """
+    if not _has_consolidated(group):
+        return []
+    keys = []
+    for path, node in group.members(max_depth=None):
+        parent, _, name = path.rpartition("/")
+        if paths is not None and parent not in paths:
+            continue
+        if isinstance(node, zarr.Array) and tuple(node.metadata.dimension_names or ()) == (name,):
+            prefix = f"{parent}/{name}" if parent else name
+            keys += [f"{prefix}/{node.metadata.encode_chunk_key(c)}" for c in np.ndindex(*node.cdata_shape)]
+    return keys
+
+
+def _prefetch_indexes(store: Store, group: zarr.Group, paths: Sequence[str] | None, prefix: str = "") -> None:
+    """Fetch the index coordinates of the groups to open concurrently, into the store's cache.
 
     ``xr.open_datatree`` loads them one after the other: one round trip each, which is most
     of the time it takes to open a session over S3.
     """
-    wanted = [(path, str(name)) for path, ds in datasets.items() for name, coord in ds.coords.items()
-              if coord.dims == (name,) and name not in ds.xindexes]  # fmt: skip
-    if not wanted:
-        return datasets, set()
-    with ThreadPoolExecutor(max_workers=min(16, len(wanted))) as pool:
-        loaded = list(pool.map(lambda pn: datasets[pn[0]][pn[1]].variable.compute(), wanted))
-    out = dict(datasets)
-    for path in {p for p, _ in wanted}:
-        coords = {name: var for (p, name), var in zip(wanted, loaded, strict=True) if p == path}
-        out[path] = out[path].assign_coords(xr.Coordinates(coords))
-    return out, set(wanted)
+    keys = [f"{prefix}/{k}" if prefix else k for k in _index_chunk_keys(group, paths)]
+    if not keys or not isinstance(store, _MetadataCache):
+        return
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    async def fetch_all() -> list[Any]:
+        return await asyncio.gather(*(store.get(k, default_buffer_prototype()) for k in keys))
+
+    store.add({k: buf for k, buf in zip(keys, sync(fetch_all()), strict=True) if buf is not None})
 
 
-def _chunk_on_store_chunks(ds: xr.Dataset, path: str, skip: set[tuple[str, str]], token: str) -> xr.Dataset:
-    """What ``chunks={}`` does in xarray: dask arrays on each variable's own zarr chunks."""
-    chunked = {}
+def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str) -> xr.Dataset:
+    """What ``chunks={}`` does in xarray: dask arrays on each variable's own zarr chunks.
+
+    The freshly opened dataset is ours alone, so each variable's data is swapped in place
+    (``assign`` would re-merge the dataset once per call: a third of the open time).
+    """
     for name, var in ds.variables.items():
-        if (path, str(name)) in skip or var.ndim == 0:
+        if name in ds.xindexes or var.ndim == 0:
             continue
         chunks = {d: c for d, c in var.encoding.get("preferred_chunks", {}).items() if d in var.dims}
         kwargs = {"name": f"sscxr-open-{name}-{path}-{token}"}
-        chunked[name] = var.chunk(chunks or {d: -1 for d in var.dims}, from_array_kwargs=kwargs)
-    coords = {n: v for n, v in chunked.items() if n in ds.coords}
-    return ds.assign_coords(coords).assign({n: v for n, v in chunked.items() if n not in coords})
+        var.data = var.chunk(chunks or {d: -1 for d in var.dims}, from_array_kwargs=kwargs).data
+    return ds
 
 
-def _open_datasets(store: Store, paths: Sequence[str] | None, chunks: Any, consolidated: bool,
+def _open_datasets(store: Store | StorePath, paths: Sequence[str] | None, chunks: Any, consolidated: bool,
                    zarr_format: int | None = None) -> dict[str, xr.Dataset]:  # fmt: skip
-    """Open groups (all when ``paths`` is None) as Datasets keyed by ``/path``."""
-    fast = chunks is None or (isinstance(chunks, Mapping) and not chunks)
-    kwargs: dict[str, Any] = {"engine": "zarr", "consolidated": consolidated, "zarr_format": zarr_format}
-    if fast:
-        kwargs |= {"chunks": None, "create_default_indexes": False, "cache": chunks is None}
-    else:
-        kwargs["chunks"] = chunks
+    """Open groups (all when ``paths`` is None) as Datasets keyed by ``/path``.
+
+    Index chunks should be in the store's cache already (:func:`_prefetch_indexes`).
+    """
+    on_store_chunks = isinstance(chunks, Mapping) and not chunks
+    kwargs: dict[str, Any] = {"engine": "zarr", "consolidated": consolidated, "zarr_format": zarr_format,
+                              "chunks": None if on_store_chunks else chunks}  # fmt: skip
+    if on_store_chunks:
+        kwargs["cache"] = False
     target: Any = store  # xarray's annotations do not list zarr stores, which it opens
     if paths is None:
         datasets = dict(xr.open_groups(target, **kwargs))
     else:
         datasets = {"/" + p.strip("/"): xr.open_dataset(target, group=p or None, **kwargs) for p in paths}
-    if not fast:
-        return datasets
-    datasets, loaded = _with_indexes(datasets)
-    if chunks is None:
+    if not on_store_chunks:
         return datasets
     token = secrets.token_hex(8)
-    return {path: _chunk_on_store_chunks(ds, path, loaded, token) for path, ds in datasets.items()}
+    return {path: _chunk_on_store_chunks(ds, path, token) for path, ds in datasets.items()}
 
 
 def _open_subtree(store: Store, root: zarr.Group, paths: Sequence[str], chunks: Any, consolidated: bool) -> xr.DataTree:
     with_root = any(True for _ in root.array_keys())
+    _prefetch_indexes(store, root, [""] * with_root + list(paths))
     nodes = _open_datasets(store, [""] * with_root + list(paths), chunks, consolidated, root.metadata.zarr_format)
     if not with_root:
         nodes["/"] = xr.Dataset(attrs=dict(root.attrs))
@@ -790,7 +817,9 @@ def open_store(
     consolidated = _has_consolidated(root)
     with _translated(url, recipe, store):
         if groups is None:
-            tree = xr.DataTree.from_dict(_open_datasets(store, None, xr_chunks, consolidated, root.metadata.zarr_format))
+            _prefetch_indexes(store, root, None)
+            datasets = _open_datasets(store, None, xr_chunks, consolidated, root.metadata.zarr_format)
+            tree = xr.DataTree.from_dict(datasets)
             opened = None
         else:
             opened = _select_groups(root, [groups] if isinstance(groups, str) else groups, url)
@@ -845,7 +874,9 @@ def open_group(
     """Open one group of a store as a Dataset: the fastest way to one cell x one trial.
 
     Reads only that group's metadata (a session's root metadata, which describes every
-    group, is hundreds of kB) and its index coordinates. A group the converter marked
+    group, is hundreds of kB) and its index coordinates: one GET when the group carries its
+    own consolidated metadata (``zarr.consolidate_metadata(store, path=group)``), else one
+    listing and one GET per member. A group the converter marked
     ``sscxr_written`` is complete whatever the rest of the store; for other groups the root
     status is checked as in :func:`open_store`. Root attrs: :func:`read_attrs`.
 
@@ -864,10 +895,14 @@ def open_group(
             if node is None:
                 _select_groups(root, [path], label)  # raises GroupNotFoundError listing the groups
         known = node if node is not None else root
-        # xarray reads consolidated metadata only from the store's root: for a sub-group that is
-        # the whole session's metadata. Listing the group's own members is ~20x fewer bytes.
-        consolidated = not path and _has_consolidated(known)
         zarr_format = known.metadata.zarr_format if known is not None else None
+        if path and _has_consolidated(node):  # the group's own consolidated metadata: one GET in all
+            _prefetch_indexes(store, node, [""], prefix=path)
+            view = StorePath(store, path)  # xarray reads consolidated metadata only at its root
+            return _open_datasets(view, [""], _xarray_chunks(chunks), True, zarr_format)["/"]
+        # xarray would take a sub-group's consolidated metadata from the store's root, i.e. the whole
+        # session's (hundreds of kB): listing the group's own members is ~20x fewer bytes.
+        consolidated = not path and _has_consolidated(known)
         return _open_datasets(store, [path], _xarray_chunks(chunks), consolidated, zarr_format)["/" + path]
 
 

@@ -175,7 +175,8 @@ def animal_store(tmp_path: Any, built_animal_store: tuple[str, xr.DataTree]) -> 
 
 
 @pytest.fixture(scope="session")
-def moto_session_store(moto_server: MotoServer, built_session_store: tuple[str, xr.DataTree]) -> tuple[str, xr.DataTree]:
+def moto_session_store(moto_server: MotoServer,
+                       built_session_store: tuple[str, xr.DataTree]) -> tuple[str, xr.DataTree]:  # fmt: skip
     """(s3 URL, source) of a finished session store on moto, uploaded once: read it only."""
     local, source = built_session_store
     bucket = moto_server.make_bucket(public=True)

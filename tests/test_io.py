@@ -139,6 +139,16 @@ def test_open_group_reads_only_its_group(session_store):
     assert log.keys.count("zarr.json") == 1  # read once, shared with xarray
 
 
+def test_open_group_with_its_own_consolidated_metadata_is_one_metadata_read(session_store):
+    url, source = session_store
+    zarr.consolidate_metadata(url, path="imaging/subvolume_02")
+    log = _KeyLog(zarr.storage.LocalStore(url, read_only=True))
+    ds = sio.open_group(log, "imaging/subvolume_02")
+    assert [k for k in log.keys if k.endswith("zarr.json")] == ["imaging/subvolume_02/zarr.json"]
+    xr.testing.assert_identical(ds.compute(), source["imaging/subvolume_02"].to_dataset(inherit=False))
+    xr.testing.assert_identical(ds, sio.open_group(url, "imaging/subvolume_02"))
+
+
 def test_open_group_of_an_unmarked_group_checks_the_root(tmp_path, store_writer, session_source):
     tree = session_source(n_subvolumes=1, n_cells=4, n_trials=2)
     del tree["trials"].attrs["sscxr_written"]
