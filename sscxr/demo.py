@@ -44,7 +44,7 @@ def run_demo(out: str | Path = "demo-output", *, preset: str = "small") -> Path:
     result = convert(src, str(store), overwrite=True)
     verify(src, str(store))
     print(f"\nconverted and verified: {result}")
-    cat = sscxr.open_catalog(store_root=str(out / "stores"))
+    cat = sscxr.open_catalog()(store_root=str(out / "stores"))  # the shipped catalog, local root
     session = cat[SESSION].read()
     print(f"\nopened through the catalog entry {SESSION!r}:\n{session}")
     subvolume = int(session["trials"].subvolume.to_series().loc[lambda s: s >= 0].iloc[0])
