@@ -335,7 +335,9 @@ def _build_uncached(recipe: _Recipe) -> Store:
         store = _SAFE_OBJECT_STORE(S3Store(**kwargs), read_only=recipe.read_only)
     else:
         if "::" not in url:
-            options.setdefault("skip_instance_cache", True)
+            options.setdefault("skip_instance_cache", True)  # cached s3fs instances carry their loop
+        if _protocol(url) in {"s3", "s3a"}:
+            options.setdefault("use_listings_cache", False)  # stores are listed again after writes
         with warnings.catch_warnings():  # sync layers (simplecache::) get zarr's async wrapper
             warnings.filterwarnings("ignore", message=".*was not created with `asynchronous=True`")
             store = _SafeFsspecStore.from_url(url, storage_options=options, read_only=recipe.read_only)

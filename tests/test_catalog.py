@@ -22,6 +22,16 @@ ANIMALS = ["an250220", "an257218", "an257220", "an258836", "an271211", "an272761
            "an275798", "an275801", "an276013", "an278288", "an278759", "an278937", "an278939", "an281915"]  # fmt: skip
 
 
+def test_docs_catalog_runs(monkeypatch):
+    import re
+
+    monkeypatch.delenv(sc.STORE_ROOT_ENV, raising=False)
+    namespace: dict = {"__name__": "docs.catalog"}
+    text = (REPO / "docs" / "catalog.md").read_text()
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", text, re.S)):
+        exec(compile(block, f"docs/catalog.md[block {i}]", "exec"), namespace)
+
+
 def _entries(cat) -> dict:
     return sc.catalog_dict(cat)["entries"]
 

@@ -26,6 +26,17 @@ from sscxr.errors import (
 )
 
 HAS_OBSTORE = importlib.util.find_spec("obstore") is not None
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def run_doc(name: str) -> dict:
+    """Run every ```python block of docs/<name>, in order, in one namespace."""
+    import re
+
+    namespace: dict = {"__name__": f"docs.{name}"}
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", (DOCS / name).read_text(), re.S)):
+        exec(compile(block, f"docs/{name}[block {i}]", "exec"), namespace)
+    return namespace
 
 
 def _assert_same_values(opened: xr.DataTree, source: xr.DataTree) -> None:
@@ -294,6 +305,12 @@ def test_obstore_option_translation():
 
 def test_check_writable_memory():
     sio.check_writable("memory://test-io/writable.zarr")
+
+
+def test_docs_remote_runs(monkeypatch):
+    monkeypatch.delenv("SSCXR_S3_CLIENT", raising=False)
+    namespace = run_doc("remote.md")
+    assert namespace["s3"]._server is None  # the page stops its server
 
 
 # --------------------------------------------------------------------------------------------

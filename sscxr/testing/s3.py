@@ -194,9 +194,9 @@ class MotoServer(LocalS3Server):
         return self
 
     def stop(self) -> None:
+        """Stop serving. moto's buckets live in process-wide state shared by every moto server of
+        the process, so they are not reset here: delete your buckets (``delete_bucket``)."""
         if self._server is not None:
-            with contextlib.suppress(Exception):
-                urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST"))
             self._server.stop()
             self._server = None
 
