@@ -265,6 +265,14 @@ def open_and_list(url: str, options: dict, chunks: Any = "auto") -> tuple[int, i
     return len(names), store.nbytes, store.requests
 
 
+def describe_store(url: str, options: dict) -> tuple[int, int, int]:
+    import sscxr.io as sio
+
+    store = counting_store(sio.make_store(url, options))
+    listing = sio.describe(store)
+    return sum(len(v) for v in listing.values()), store.nbytes, store.requests
+
+
 def timed(fn: Callable[[], tuple]) -> tuple[float, tuple]:
     t0 = time.perf_counter()
     out = fn()
@@ -290,6 +298,7 @@ def report(size: str, sizes: dict, results: dict[str, Measure], repeat: int, blo
     h5 = results["HDF5 (fsspec + h5py)"]
     s3fs, tree = results["store (s3fs)"], results["open session + list variables"]
     tree_nodask = results["open session (chunks=None) + list variables"]
+    listing = results["describe (metadata only)"]
     rows = "\n".join(
         f"| {m.name} | {m.s:.3f} | {min(m.seconds):.3f} | {m.mb:.3f} | {statistics.median(m.requests):.0f} |"
         for m in results.values()
@@ -303,6 +312,7 @@ def report(size: str, sizes: dict, results: dict[str, Measure], repeat: int, blo
          store.s < h5.s, "store faster"),
         (f"open session + list {listed} variables: {tree.s:.3f} s", tree.s < 0.3, "< 0.3 s"),
         (f"the same with chunks=None: {tree_nodask.s:.3f} s", tree_nodask.s < 0.3, "< 0.3 s"),
+        (f"list them from metadata (`sscxr.io.describe`): {listing.s:.3f} s", listing.s < 0.3, "< 0.3 s"),
         (f"obstore vs s3fs for the store read: {s3fs.s / store.s:.1f}x faster", store.s < s3fs.s, "obstore faster"),
     ]  # fmt: skip
     check_rows = "\n".join(f"| {text} | {target} | {'yes' if ok else '**no**'} |" for text, ok, target in checks)
@@ -370,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
         mat_url, h5_url = s3.url(bucket, f"sources/{mat.name}"), s3.url(bucket, f"sources/{h5.name}")
         names = ["store (obstore)", "store (obstore, dask)", "store (s3fs)", "HDF5 (fsspec + h5py)",
                  ".mat download + loadmat", "open session + list variables",
-                 "open session (chunks=None) + list variables"]  # fmt: skip
+                 "open session (chunks=None) + list variables", "describe (metadata only)"]  # fmt: skip
         results = {n: Measure(n) for n in names}
         rng = np.random.default_rng(1)
         subs = sorted(truth["imaging"].children)
@@ -397,6 +407,9 @@ def main(argv: list[str] | None = None) -> None:
             results["open session + list variables"].add(seconds, nbytes, requests)
             seconds, (listed, nbytes, requests) = timed(lambda: open_and_list(url, anon, None))
             results["open session (chunks=None) + list variables"].add(seconds, nbytes, requests)
+            seconds, (described, nbytes, requests) = timed(lambda: describe_store(url, anon))
+            assert described == listed, (described, listed)
+            results["describe (metadata only)"].add(seconds, nbytes, requests)
             print(f"  repetition {i + 1}/{args.repeat} done", flush=True)
     text = report(args.size, SIZES[args.size], results, args.repeat, args.block, listed)
     print(text)

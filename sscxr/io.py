@@ -58,6 +58,7 @@ __all__ = [
     "StoreLike",
     "GroupNotFoundError",
     "content_version",
+    "describe",
     "make_store",
     "open_animal",
     "open_group",
@@ -679,10 +680,16 @@ def _index_chunk_keys(group: zarr.Group, paths: Sequence[str] | None) -> list[st
         parent, _, name = path.rpartition("/")
         if paths is not None and parent not in paths:
             continue
-        if isinstance(node, zarr.Array) and tuple(node.metadata.dimension_names or ()) == (name,):
+        if isinstance(node, zarr.Array) and _dimension_names(node) == (name,):
             prefix = f"{parent}/{name}" if parent else name
             keys += [f"{prefix}/{node.metadata.encode_chunk_key(c)}" for c in np.ndindex(*node.cdata_shape)]
     return keys
+
+
+def _dimension_names(array: zarr.Array) -> tuple[str, ...]:
+    """The array's dimension names (zarr v3 metadata, or xarray's v2 attribute)."""
+    names = getattr(array.metadata, "dimension_names", None) or array.attrs.get("_ARRAY_DIMENSIONS") or ()
+    return tuple(str(n) for n in names)  # type: ignore[union-attr]
 
 
 def _prefetch_indexes(store: Store, group: zarr.Group, paths: Sequence[str] | None, prefix: str = "") -> None:
@@ -898,7 +905,7 @@ def open_group(
                 _select_groups(root, [path], label)  # raises GroupNotFoundError listing the groups
         known = node if node is not None else root
         zarr_format = known.metadata.zarr_format if known is not None else None
-        if path and _has_consolidated(node):  # the group's own consolidated metadata: one GET in all
+        if path and node is not None and _has_consolidated(node):  # its own consolidated metadata: one GET
             _prefetch_indexes(store, node, [""], prefix=path)
             view = StorePath(store, path)  # xarray reads consolidated metadata only at its root
             return _open_datasets(view, [""], _xarray_chunks(chunks), True, zarr_format)["/"]
@@ -923,6 +930,30 @@ def _v3_group(store: Store, path: str) -> tuple[Store, zarr.Group | None]:
 
 def _has_consolidated(node: zarr.Group | None) -> bool:
     return node is not None and getattr(node.metadata, "consolidated_metadata", None) is not None
+
+
+def describe(url: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Every group's variables (dims, shape, dtype, chunks, units) from metadata alone.
+
+    One read of the consolidated metadata, no xarray objects: the cheap way to list what a
+    store holds (``sscxr info``), ~10x faster than opening the whole tree.
+
+    >>> describe("s3://bucket/an197522_2013_03_08.zarr", storage_options={"anon": True}
+    ...          )["imaging/subvolume_05"]["dff"]["dims"]                                 # doctest: +SKIP
+    ('cell', 'time')
+    """
+    _, _, root, _ = _open_root(url, storage_options)
+    groups: dict[str, dict[str, Any]] = {"": {}}
+    for path, node in root.members(max_depth=None):
+        parent, _, name = path.rpartition("/")
+        if isinstance(node, zarr.Group):
+            groups.setdefault(path, {})
+            continue
+        groups.setdefault(parent, {})[name] = {
+            "dims": _dimension_names(node), "shape": node.shape, "dtype": str(node.dtype), "chunks": node.chunks,
+            "units": node.attrs.get("units"),
+        }  # fmt: skip
+    return groups
 
 
 def read_attrs(url: StoreLike, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -137,6 +137,17 @@ class _KeyLog(zarr.storage.WrapperStore):
         return await self._store.get(key, prototype, byte_range)
 
 
+def test_describe_lists_every_variable_from_metadata(session_store):
+    url, source = session_store
+    listing = sio.describe(url)
+    for node in source.subtree:
+        path = node.path.strip("/")
+        assert set(listing[path]) == set(node.to_dataset(inherit=False).variables), path
+    dff = listing["imaging/subvolume_01"]["dff"]
+    assert dff["dims"] == ("cell", "time") and dff["units"] == "dF/F"
+    assert dff["shape"] == source["imaging/subvolume_01"].dff.shape
+
+
 def test_open_group_reads_only_its_group(session_store):
     """The root metadata describes every group (large); one group needs only its own."""
     url, _ = session_store
