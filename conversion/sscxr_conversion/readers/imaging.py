@@ -32,17 +32,17 @@ def read_subvolume(s: MatNode, entry: MatNode, descr: MatNode | None, *, key: st
     _check_length(entry["trial"], len(trial), len(time), "time")
     planes = [_plane(p, i) for i, p in enumerate(entry["imagingPlane"].items())]
     vv = _subvolume_number(planes, position)
-    cell_plane = _cell_planes(entry, ids, planes)
-    ds = xr.Dataset(coords=_coords(ids, time, trial, planes, cell_plane, vv))
+    cell_plane = cell_planes(ids, planes, entry, "imagingPlane{p}.ids")
+    ds = xr.Dataset(coords=imaging_coords(ids, time, trial, planes, cell_plane, vv))
     ds["dff"] = (("cell", "time"), entry["valueMatrix"].matrix(len(ids), len(time)), {"units": "dF/F"})
     for name in entry.fields():
         if name not in KNOWN_FIELDS:
             _carry_extra(ds, entry[name], name, len(ids), len(time), warnings)
     _labels(ds, entry, len(ids))
-    _source_files(ds, planes, len(time))
+    add_source_files(ds, planes, len(time))
     rois, centroid = _rois(descr, planes, ids, warnings)
-    _positions(ds, centroid, cell_plane, planes, position)
-    _frame_times(ds, planes)
+    add_positions(ds, centroid, cell_plane, planes, position)
+    add_frame_times(ds, planes)
     if descr is not None and descr.has("value") and len(descr["value"].items()) > 1:
         ds["ca_valid_trial"] = ("ca_valid_trial", descr["value"].item(1).vector().astype(np.int64),
                                 {"description": "trial ids with valid Ca data (descrHash value{2})"})
@@ -58,7 +58,8 @@ def _check_length(node: MatNode, got: int, expected: int, of: str) -> None:
 def _plane(node: MatNode, index: int) -> dict:
     files = node["sourceFileList"].texts() if node.has("sourceFileList") else []
     fov = next((FOV.search(f) for f in files if FOV.search(f)), None)
-    return {"node": node, "index": index, "files": files,
+    return {"index": index, "files": files,
+            "frame_idx": node["sourceFileFrameIdx"] if node.has("sourceFileFrameIdx") else None,
             "vv": int(fov.group(1)) if fov else None,
             "ppp": int(fov.group(2)) if fov else index + 2,
             "ids": node["ids"].vector().astype(np.int64) if node.has("ids") else np.zeros(0, np.int64)}
@@ -69,7 +70,13 @@ def _subvolume_number(planes: list[dict], position: int) -> int:
     return numbers.pop() if len(numbers) == 1 else position
 
 
-def _cell_planes(entry: MatNode, ids: np.ndarray, planes: list[dict]) -> np.ndarray:
+def cell_planes(ids: np.ndarray, planes: list[dict], where: MatNode, plane_ids: str) -> np.ndarray:
+    """The plane number (``ppp``) of every cell, from each plane's id list (named ``plane_ids``).
+
+    >>> planes = [{"ppp": 2, "ids": np.array([1, 2])}, {"ppp": 3, "ids": np.array([7])}]
+    >>> cell_planes(np.array([7, 1]), planes, MatNode({}, "s", "x.mat"), "ids").tolist()
+    [3, 2]
+    """
     out = np.full(len(ids), -1, dtype=np.int64)
     for p in planes:
         out[np.isin(ids, p["ids"])] = p["ppp"]
@@ -77,12 +84,14 @@ def _cell_planes(entry: MatNode, ids: np.ndarray, planes: list[dict]) -> np.ndar
         out[:] = planes[0]["ppp"]
     missing = ids[out < 0]
     if missing.size:
-        raise InconsistentSourceError(entry.file, f"ROI ids {missing[:5].tolist()} are in ids but "
-                                      "in no imagingPlane{p}.ids", field=f"{entry.path}.imagingPlane")
+        raise InconsistentSourceError(where.file, f"ROI ids {missing[:5].tolist()} are in ids but "
+                                      f"in no {plane_ids}", field=f"{where.path}.{plane_ids.split('{')[0]}")
     return out
 
 
-def _coords(ids, time, trial, planes, cell_plane, vv) -> dict:
+def imaging_coords(ids: np.ndarray, time: np.ndarray, trial: np.ndarray, planes: list[dict],
+                   cell_plane: np.ndarray, vv: int) -> dict:
+    """The coords of an imaging group: cell, time, trial (per frame, -1 missing), plane, cell_plane, fov."""
     fov = np.array([f"fov_{vv:02d}{p:03d}" for p in cell_plane])
     trial_ids = np.where(np.isfinite(trial), trial, MISSING).astype(np.int64)
     return {
@@ -122,16 +131,21 @@ def _is_numeric(node: MatNode) -> bool:
     return isinstance(v, np.ndarray) and v.dtype.kind in "fiub"
 
 
-def _source_files(ds: xr.Dataset, planes: list[dict], n_time: int) -> None:
+def add_source_files(ds: xr.Dataset, planes: list[dict], n_time: int) -> None:
+    """``source_file`` names and 0-based ``source_file_index``/``source_frame_index`` per plane.
+
+    Each plane dict gives ``files`` (list of str) and ``frame_idx`` (a 2xF MatNode of 1-based
+    [file; frame] indices with NaN for missing, or None).
+    """
     n_files = max((len(p["files"]) for p in planes), default=0)
     names = np.full((len(planes), n_files), "", dtype=object)
     file_idx = np.full((len(planes), n_time), MISSING, dtype=np.int64)
     frame_idx = np.full((len(planes), n_time), MISSING, dtype=np.int64)
     for i, p in enumerate(planes):
         names[i, : len(p["files"])] = p["files"]
-        if p["node"].has("sourceFileFrameIdx"):
-            idx = p["node"]["sourceFileFrameIdx"].matrix(2, None)
-            _check_length(p["node"]["sourceFileFrameIdx"], idx.shape[1], n_time, "time")
+        if p["frame_idx"] is not None:
+            idx = p["frame_idx"].matrix(2, None)
+            _check_length(p["frame_idx"], idx.shape[1], n_time, "time")
             file_idx[i], frame_idx[i] = _zero_based(idx[0]), _zero_based(idx[1])
     attrs = {"index_base": 0, "missing": MISSING}
     ds["source_file"] = (("plane", "file"), names.astype(str))
@@ -143,7 +157,8 @@ def _zero_based(one_based: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(one_based), one_based - 1, MISSING).astype(np.int64)
 
 
-def _frame_times(ds: xr.Dataset, planes: list[dict]) -> None:
+def add_frame_times(ds: xr.Dataset, planes: list[dict]) -> None:
+    """``frame_time`` (plane, time): volume start + (PPP-1) * volume_period / planes_per_volume."""
     time = ds["time"].values
     trial = ds["trial"].values
     same = (trial[1:] == trial[:-1]) & np.isfinite(np.diff(time))
@@ -158,7 +173,13 @@ def _frame_times(ds: xr.Dataset, planes: list[dict]) -> None:
                     frame_time_rule="time + (plane - 1) * volume_period_s / planes_per_volume")
 
 
-def _positions(ds, centroid: dict, cell_plane, planes: list[dict], position: int) -> None:
+def add_positions(ds: xr.Dataset, centroid: dict, cell_plane: np.ndarray, planes: list[dict],
+                  position: int) -> None:
+    """``x_um``, ``y_um`` (centroid px * um/px) and ``z_um`` = ((plane-1) + (position-1)*3) * 15.
+
+    ``position`` is the subvolume's 1-based position: ssc-1's k-1 of ``timeSeriesArrayHash``,
+    ssc-11's sorted file order, so z = (subvolume-1)*45 + (plane-1)*15 in both archives.
+    """
     ids = ds["cell"].values
     xy = np.array([centroid.get(int(i), (np.nan, np.nan, np.nan)) for i in ids]).reshape(len(ids), 3)
     index_of = {p["ppp"]: p["index"] for p in planes}
@@ -171,18 +192,17 @@ def _positions(ds, centroid: dict, cell_plane, planes: list[dict], position: int
 
 def _rois(descr: MatNode | None, planes: list[dict], ids: np.ndarray,
           warnings: list[str]) -> tuple[xr.Dataset, dict]:
-    cols: dict[str, list] = {k: [] for k in ("mask_cell", "mask_y", "mask_x", "mask_index",
-                                            "corner_cell", "corner_x", "corner_y")}
+    cols = roi_columns()
     images, centroid = [], {}
     plane_structs = _plane_structs(descr, warnings)
     for plane, node in zip(planes, plane_structs + [None] * (len(planes) - len(plane_structs)), strict=False):
-        image = _master_image(node)
+        image = master_image(node)
         images.append(image)
         width = image.shape[-1] if image is not None else 512
         height = image.shape[-2] if image is not None else 512
         for roi in (node["rois"].items() if node is not None and node.has("rois") else []):
             _add_roi(cols, centroid, roi, height, UM_PER_FIELD / width)
-    return _rois_dataset(cols, images, planes), centroid
+    return rois_dataset(cols, images, planes), centroid
 
 
 def _plane_structs(descr: MatNode | None, warnings: list[str]) -> list[MatNode]:
@@ -195,7 +215,8 @@ def _plane_structs(descr: MatNode | None, warnings: list[str]) -> list[MatNode]:
     return first.items()
 
 
-def _master_image(node: MatNode | None) -> np.ndarray | None:
+def master_image(node: MatNode | None) -> np.ndarray | None:
+    """A plane's ``masterImage`` (MATLAB y, x[, channel]) as (channel, y, x), or None."""
     if node is None or not node.has("masterImage"):
         return None
     img = node["masterImage"].array()
@@ -204,19 +225,39 @@ def _master_image(node: MatNode | None) -> np.ndarray | None:
 
 
 def _add_roi(cols: dict, centroid: dict, roi: MatNode, height: int, um_per_px: float) -> None:
-    rid = int(roi["id"].scalar())
     idx = roi["indicesWithinImage"].vector().astype(np.int64) if roi.has("indicesWithinImage") else np.zeros(0, np.int64)
-    y, x = (idx - 1) % height, (idx - 1) // height
-    cols["mask_cell"].append(np.full(len(idx), rid)); cols["mask_index"].append(idx)
+    corners = roi["cornersXY"].matrix(2, None) if roi.has("cornersXY") else None
+    add_roi(cols, centroid, int(roi["id"].scalar()), idx, corners, height, um_per_px)
+
+
+def roi_columns() -> dict[str, list]:
+    """Empty per-pixel and per-corner columns for :func:`add_roi` / :func:`rois_dataset`."""
+    return {k: [] for k in ("mask_cell", "mask_y", "mask_x", "mask_index", "corner_cell", "corner_x", "corner_y")}
+
+
+def mask_pixels(index: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB 1-based column-major linear indices -> 0-based (y, x).
+
+    >>> mask_pixels(np.array([1, 2, 513]), 512)
+    (array([0, 1, 0]), array([0, 0, 1]))
+    """
+    return (index - 1) % height, (index - 1) // height
+
+
+def add_roi(cols: dict, centroid: dict, rid: int, index: np.ndarray, corners: np.ndarray | None,
+            height: int, um_per_px: float) -> None:
+    """Append one ROI's mask pixels (and 2xm x/y corners) to ``cols``; record its centroid."""
+    y, x = mask_pixels(index, height)
+    cols["mask_cell"].append(np.full(len(index), rid)); cols["mask_index"].append(index)
     cols["mask_y"].append(y); cols["mask_x"].append(x)
-    if roi.has("cornersXY"):
-        corners = roi["cornersXY"].matrix(2, None)
+    if corners is not None:
         cols["corner_cell"].append(np.full(corners.shape[1], rid))
         cols["corner_x"].append(corners[0]); cols["corner_y"].append(corners[1])
     centroid[rid] = (x.mean() if len(x) else np.nan, y.mean() if len(y) else np.nan, um_per_px)
 
 
-def _rois_dataset(cols: dict, images: list, planes: list[dict]) -> xr.Dataset:
+def rois_dataset(cols: dict, images: list, planes: list[dict]) -> xr.Dataset:
+    """The ``rois`` group: mask pixels, corners and (when every plane has one) master images."""
     cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
     ds = xr.Dataset()
     for k in ("mask_cell", "mask_y", "mask_x", "mask_index"):
