@@ -22,7 +22,8 @@ def describe_store(url: str, *, storage_options: Mapping[str, Any] | None = None
     attrs = root.attrs.asdict()
     lines = [f"{url}  [{attrs.get('archive', '?')}, {attrs.get('sscxr_status', '?')}, "
              f"version {attrs.get('content_version', '-')}]"]
-    lines += _provenance_lines(attrs.get("provenance", {}))
+    prov = attrs.get("provenance")
+    lines += _provenance_lines(prov if isinstance(prov, Mapping) else {})
     total = 0
     for path, node in sorted(root.members(max_depth=None), key=lambda kv: kv[0]):
         depth = path.count("/")

@@ -146,7 +146,7 @@ def validate(tree: xr.DataTree, *, raise_on_error: bool = True) -> list[str]:
     >>> validate(xr.DataTree(), raise_on_error=False)[0]
     "root attrs: missing 'sscxr_schema_version'"
     """
-    problems = _check_root(tree.attrs)
+    problems = _check_root({str(k): v for k, v in tree.attrs.items()})
     archive = tree.attrs.get("archive")
     if archive == "ssc-1":
         problems += _check_ssc1(tree)
@@ -192,10 +192,17 @@ def check_group(ds: xr.Dataset, spec: GroupSpec, path: str) -> list[str]:
 
 
 def _node_ds(tree: xr.DataTree, path: str) -> xr.Dataset | None:
+    node = _child(tree, path)
+    return None if node is None else node.to_dataset(inherit=False)
+
+
+def _child(tree: xr.DataTree, path: str) -> xr.DataTree | None:
+    """The sub-tree at ``path``, or None (``tree[path]`` may also return a variable)."""
     try:
-        return tree[path].to_dataset(inherit=False)
+        node = tree[path]
     except KeyError:
         return None
+    return node if isinstance(node, xr.DataTree) else None
 
 
 def _check_groups(tree: xr.DataTree, specs: Mapping[str, GroupSpec], prefix: str = "") -> list[str]:
@@ -208,16 +215,19 @@ def _check_groups(tree: xr.DataTree, specs: Mapping[str, GroupSpec], prefix: str
 
 
 def _check_subvolumes(tree: xr.DataTree, path: str) -> list[str]:
-    node = tree[path] if path else tree
+    node = _child(tree, path) if path else tree
+    if node is None:
+        return [f"/{path}: group missing"]
     names = [n for n in node.children if SUBVOLUME_GROUP.match(n)]
     if not names:
         return [f"/{path}: no subvolume_NN group"]
     problems = []
     for name in names:
         sub = f"{path}/{name}" if path else name
-        problems += check_group(node[name].to_dataset(inherit=False), SUBVOLUME_SPEC, "/" + sub)
-        if "rois" in node[name].children:
-            problems += check_group(node[name]["rois"].to_dataset(inherit=False), ROIS_SPEC, f"/{sub}/rois")
+        child = node.children[name]
+        problems += check_group(child.to_dataset(inherit=False), SUBVOLUME_SPEC, "/" + sub)
+        if "rois" in child.children:
+            problems += check_group(child.children["rois"].to_dataset(inherit=False), ROIS_SPEC, f"/{sub}/rois")
     return problems
 
 

@@ -57,18 +57,15 @@ def _load_v5(fileobj: IO[bytes], *, name: str, variable: str) -> MatNode:
     import scipy.io
 
     try:
-        found = scipy.io.whosmat(fileobj)
-        fileobj.seek(0)
-        if variable not in {v[0] for v in found}:
-            raise MissingFieldError(name, f"has no top-level variable {variable!r} "
-                                    f"(found {sorted(v[0] for v in found)})", field=variable)
         data = scipy.io.loadmat(fileobj, squeeze_me=True, struct_as_record=False,
                                 chars_as_strings=True, variable_names=[variable])
-    except SourceFormatError:
-        raise
     except Exception as exc:  # scipy raises ValueError/TypeError/zlib.error/OSError on damage
         raise SourceFormatError(name, f"cannot be read as MAT v5 ({type(exc).__name__}: {exc})",
                                 hint="the file is truncated or corrupt; download it again") from exc
+    if variable not in data:
+        fileobj.seek(0)
+        found = sorted(v[0] for v in scipy.io.whosmat(fileobj))
+        raise MissingFieldError(name, f"has no top-level variable {variable!r} (found {found})", field=variable)
     return MatNode(data[variable], variable, name)
 
 
