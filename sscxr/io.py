@@ -409,12 +409,15 @@ def _diagnose(exc: BaseException, url: str, recipe: _Recipe, store: Store | None
         return StorageAccessError(f"bucket {_bucket(url)!r} does not exist{_endpoint(recipe)}: check the URL {url}")
     denied = isinstance(exc, PermissionError) or obstore_kind in {"PermissionDeniedError", "UnauthenticatedError"}
     if denied or re.search(r"AccessDenied|Forbidden|\b403\b", text):
-        if recipe.anonymous or not recipe.has_credentials:
+        give = ("Give credentials: storage_options={'key': ..., 'secret': ...}, or set "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and drop anon=True")  # fmt: skip
+        if recipe.anonymous:
             why = "anonymous writes are never allowed" if writing else "the bucket is private (or does not exist)"
+            return StorageAccessError(f"anonymous {verb} {where} was refused: {why}. {give}")
+        if not recipe.has_credentials:
             return StorageAccessError(
-                f"anonymous {verb} {where} was refused: {why}. Give credentials: "
-                "storage_options={'key': ..., 'secret': ...}, or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-                "and drop anon=True"
+                f"{verb} {where} was refused: storage_options hold no credentials and those of the "
+                f"environment (if any) were refused or lack permission. {give}"
             )
         if re.search(r"SignatureDoesNotMatch|InvalidAccessKeyId|InvalidClientTokenId", text):
             return StorageAccessError(f"the credentials given for {where} were rejected: wrong access key or secret")

@@ -81,6 +81,15 @@ def test_anonymous_read_of_a_private_bucket_is_refused(seaweed_server, seaweed_b
     assert tree.attrs["archive"] == "ssc-1"
 
 
+def test_missing_credentials_say_so(seaweed_server, seaweed_bucket, built_session_store, s3_client, monkeypatch):
+    seaweed_server.upload_dir(built_session_store[0], seaweed_bucket, f"{NAME}.zarr")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")  # (no instance-metadata lookups on this machine)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nothing")
+    url = seaweed_server.url(seaweed_bucket, f"{NAME}.zarr")
+    with pytest.raises(StorageAccessError, match="storage_options hold no credentials"):
+        sio.open_session(url, storage_options={"endpoint_url": seaweed_server.endpoint_url})
+
+
 def test_wrong_secret_and_missing_bucket_say_so_without_echoing(seaweed_server, public_store, s3_client):
     url = f"{public_store[0]}/{NAME}.zarr"
     wrong = {**seaweed_server.storage_options(), "secret": "not-the-secret-" + secrets.token_hex(4)}
