@@ -1,0 +1,177 @@
+"""Bad input gets one clear error naming file and field; interrupted conversions never look
+complete and resume; existing stores are never replaced silently."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import scipy.io
+import zarr
+
+from sscxr.errors import (
+    IncompleteStoreError,
+    InconsistentSourceError,
+    MissingFieldError,
+    SourceFormatError,
+    StoreExistsError,
+)
+from sscxr.testing.archives import write_ssc1_session
+from sscxr_conversion import convert, verify
+
+NAME = "an197522_2013_03_08_session.mat"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_ssc1_session(tmp_path_factory.mktemp("ssc1") / "an197522_2013_03_08", preset="tiny",
+                              seed=1, tar="tar.gz")
+
+
+def _rewrite(src, dest, edit):
+    """Load ``s`` keeping MATLAB's nesting (record arrays, object cells), edit it, save it again."""
+    s = scipy.io.loadmat(src, squeeze_me=False, struct_as_record=True)["s"][0, 0]
+    fields = {name: s[name] for name in s.dtype.names}
+    edit(fields)
+    scipy.io.savemat(dest, {"s": fields}, do_compression=True)
+    return dest
+
+
+def test_not_a_mat_file(tmp_path):
+    bad = tmp_path / NAME
+    bad.write_bytes(b"<html>404 not found</html>" * 10)
+    with pytest.raises(SourceFormatError, match=rf"{NAME}: is not a MATLAB MAT file"):
+        convert(bad, str(tmp_path / "x.zarr"), progress=False)
+    assert not (tmp_path / "x.zarr").exists(), "nothing is written for a bad source"
+
+
+def test_truncated_mat(tiny, tmp_path):
+    data = tiny.mat_path.read_bytes()
+    bad = tmp_path / NAME
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceFormatError, match="truncated or corrupt"):
+        convert(bad, str(tmp_path / "x.zarr"), progress=False)
+
+
+def test_truncated_tarball(tiny, tmp_path):
+    data = tiny.tar_path.read_bytes()
+    bad = tmp_path / tiny.tar_path.name
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(SourceFormatError, match=rf"{bad.name}.*(truncated|corrupt|tar)"):
+        convert(bad, str(tmp_path / "x.zarr"), progress=False)
+
+
+def test_wrong_archive(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hello")
+    with pytest.raises(SourceFormatError, match="neither an ssc-1 session"):
+        convert(tmp_path / "notes", str(tmp_path / "x.zarr"), progress=False)
+
+
+def test_wrong_top_variable(tmp_path):
+    bad = tmp_path / NAME
+    scipy.io.savemat(bad, {"sess": {"a": 1.0}})
+    with pytest.raises(MissingFieldError, match=r"no top-level variable 's'"):
+        convert(bad, str(tmp_path / "x.zarr"), progress=False)
+
+
+def test_missing_required_field(tiny, tmp_path):
+    bad = _rewrite(tiny.mat_path, tmp_path / NAME, lambda f: f.pop("trialIds"))
+    with pytest.raises(MissingFieldError) as info:
+        convert(bad, str(tmp_path / "x.zarr"), progress=False)
+    assert NAME in str(info.value) and "s.trialIds" in str(info.value)
+
+
+def test_inconsistent_frame_index_length(tiny, tmp_path):
+    def shorten(fields):
+        entry = fields["timeSeriesArrayHash"][0, 0]["value"][0, 1][0, 0]
+        plane = entry["imagingPlane"][0, 0][0, 0]
+        plane["sourceFileFrameIdx"] = plane["sourceFileFrameIdx"][:, :-1]
+        entry["imagingPlane"][0, 0][0, 0] = plane
+
+    bad = _rewrite(tiny.mat_path, tmp_path / NAME, shorten)
+    with pytest.raises(InconsistentSourceError, match=r"sourceFileFrameIdx.*entries but time has"):
+        convert(bad, str(tmp_path / "x.zarr"), progress=False)
+
+
+def test_existing_store_needs_overwrite(tiny, tmp_path):
+    store = str(tmp_path / "x.zarr")
+    convert(tiny.mat_path, store, progress=False)
+    with pytest.raises(StoreExistsError, match="--overwrite"):
+        convert(tiny.mat_path, store, progress=False)
+    convert(tiny.mat_path, store, progress=False, overwrite=True)
+    assert verify(tiny.mat_path, store) == []
+
+
+CRASH = textwrap.dedent("""
+    import os, signal, sys
+    import sscxr_conversion.write as write
+    real, count = write.write_group, [0]
+    def crashing(store, path, ds, spec):
+        count[0] += 1
+        if count[0] == int(sys.argv[3]):      # die in the middle of a group: half its variables
+            half = ds[list(ds.data_vars)[: max(1, len(ds.data_vars) // 2)]]
+            half.to_zarr(store, group=path, mode="w", zarr_format=3, consolidated=False)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(store, path, ds, spec)
+    write.write_group = crashing
+    from sscxr_conversion import convert
+    convert(sys.argv[1], sys.argv[2], progress=False)
+""")
+
+
+@pytest.mark.parametrize("crash_at", [2, 5])
+def test_killed_conversion_is_incomplete_then_resumes(tiny, tmp_path, crash_at):
+    store = str(tmp_path / "x.zarr")
+    proc = subprocess.run([sys.executable, "-c", CRASH, str(tiny.mat_path), store, str(crash_at)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    root = zarr.open_group(store, mode="r", use_consolidated=False)
+    assert root.attrs["sscxr_status"] == "incomplete"
+    import sscxr
+
+    with pytest.raises(IncompleteStoreError, match="--resume"):
+        sscxr.open_session(store)
+    with pytest.raises(StoreExistsError, match="--resume"):
+        convert(tiny.mat_path, store, progress=False)
+    result = convert(tiny.mat_path, store, progress=False, resume=True)
+    assert result.skipped, "groups finished before the crash are not rewritten"
+    assert verify(tiny.mat_path, store) == []
+    assert sscxr.open_session(store).attrs["sscxr_status"] == "complete"
+
+
+def test_resume_refuses_other_source(tiny, tmp_path):
+    store = str(tmp_path / "x.zarr")
+    proc = subprocess.run([sys.executable, "-c", CRASH, str(tiny.mat_path), store, "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9
+    other = write_ssc1_session(tmp_path / "other", preset="tiny", seed=7)
+    with pytest.raises(StoreExistsError, match="other sources"):
+        convert(other.mat_path, store, progress=False, resume=True)
+
+
+def test_cli_reports_bad_input_clearly(tmp_path):
+    bad = tmp_path / NAME
+    bad.write_bytes(os.urandom(300))
+    proc = subprocess.run([sys.executable, "-m", "sscxr.cli", "convert", str(bad), str(tmp_path / "x.zarr")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("sscxr convert: error:") and NAME in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_touch_type_two_odd_count_is_an_error(tiny, tmp_path):
+    def odd(fields):
+        esa = fields["eventSeriesArrayHash"][0, 0]
+        keys = [str(np.asarray(k).ravel()[0]) for k in esa["keyNames"][0, 0].ravel()]
+        pole = esa["value"][0, keys.index("poleInReach")][0, 0]
+        pole["eventTimes"] = pole["eventTimes"][:, :-1]
+        pole["eventTrials"] = pole["eventTrials"][:, :-1]
+
+    bad = _rewrite(tiny.mat_path, tmp_path / NAME, odd)
+    with pytest.raises(InconsistentSourceError, match=r"odd number of times"):
+        convert(bad, str(tmp_path / "x.zarr"), progress=False)
