@@ -57,12 +57,12 @@ def to_numpy(x: Any) -> np.ndarray:
     """Values of a small array; dask-backed ones are read in-process (synchronous scheduler).
 
     Only coordinates and tables (frame times, events, trials, sample times) go through here;
-    signals stay lazy.
+    signals stay lazy. Variable-length strings (numpy ``StringDType``, as zarr 3 stores them)
+    come back as fixed-width ``str`` arrays, which the rest of numpy and pandas handle everywhere.
     """
     data = getattr(x, "data", x)
-    if hasattr(data, "dask"):
-        return np.asarray(data.compute(scheduler="sync"))
-    return np.asarray(getattr(x, "values", x))
+    arr = np.asarray(data.compute(scheduler="sync")) if hasattr(data, "dask") else np.asarray(getattr(x, "values", x))
+    return np.array(arr.tolist(), dtype=str).reshape(arr.shape) if arr.dtype.kind == "T" else arr
 
 
 def check_window(window: Any) -> Window:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from .align import to_numpy
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -50,7 +52,7 @@ def _one_cell(tensor: xr.DataArray, cell: int | None) -> tuple[xr.DataArray, str
 def _groups(tensor: xr.DataArray, by: str | None) -> list[tuple[str, np.ndarray]]:
     if by is None or by not in tensor.coords:
         return [("all trials", np.ones(tensor.sizes["trial"], bool))]
-    labels = np.asarray(tensor[by].values).astype(str)
+    labels = to_numpy(tensor[by]).astype(str)
     return [(name or "(none)", labels == name) for name in dict.fromkeys(labels)]
 
 

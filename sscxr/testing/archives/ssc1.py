@@ -190,6 +190,7 @@ class _Builder:
         self.props = self._trial_properties()
         self.meta = self._metadata()
         whisker, whisker_descr = self._whisker()
+        self.touch_series = self._touches()  # before imaging: touch-responsive cells follow them
         subs = [self._subvolume(i) for i in range(self.p.n_subvolumes)]
         self.events = self._events()
         return {
@@ -295,7 +296,7 @@ class _Builder:
             ids += list(block); plane_of += [ppp] * len(block); plane_ids.append(block.astype(float))
         ids_arr = np.array(ids, dtype=float)
         missing = rng.random(len(time)) < p.nan_fraction
-        dff = rng.normal(0, 0.05, (len(ids), len(time))) + 0.5 * (rng.random((len(ids), len(time))) < 0.01)
+        dff = rng.normal(0, 0.05, (len(ids), len(time))) + self._touch_responses(len(ids), time)
         dff[:, missing] = np.nan
         files, frame_idx = self._source_files(vv, planes, missing)
         masks, corners, images = self._masks(plane_ids)
@@ -311,6 +312,14 @@ class _Builder:
             sv.extra_traces["rawF"] = raw
         self.sub_truths = getattr(self, "sub_truths", []) + [sv]
         return sv, struct, self._subvolume_descr(plane_ids, masks, corners, images, trials, single)
+
+    def _touch_responses(self, n_cells: int, time: np.ndarray) -> np.ndarray:
+        """A third of the cells respond to protraction touches (0.4 dF/F, 1 s decay), as in S1."""
+        onsets = self.touch_series[1][0].times_ms[0::2]
+        lag = time[None, :] - onsets[:, None]
+        drive = np.where(lag >= 0, np.exp(-np.clip(lag, 0, None) / 1000.0), 0.0).sum(axis=0)
+        gain = np.where(self.rng.random(n_cells) < 1 / 3, self.rng.uniform(0.2, 0.6, n_cells), 0.0)
+        return gain[:, None] * drive[None, :]
 
     def _imaging_plane(self, plane_ids, files, frame_idx, single: bool) -> Any:
         planes = [{"ids": ids, "sourceFileList": cell(f), "sourceFileFrameIdx": idx}
@@ -369,7 +378,7 @@ class _Builder:
         hit = self.ttm[0] + self.ttm[1] > 0
         left_correct = (self.ttm[0] + self.ttm[2] + self.ttm[4]) > 0
         out = {"poleInReach": _simple(1, "pole in reach", 2, _pairs(self.pole_in, self.pole_in + 1500), np.repeat(ids, 2)),
-               "touches": self._touches(),
+               "touches": self.touch_series,
                "leftLicks": _simple(3, "left licks", 1, cue[hit & left_correct] + 150, ids[hit & left_correct]),
                "rightLicks": _simple(4, "right licks", 1, cue[hit & ~left_correct] + 170, ids[hit & ~left_correct]),
                "leftReward": _simple(5, "left water", 2, _pairs(cue[hit & left_correct] + 160, cue[hit & left_correct] + 200),
