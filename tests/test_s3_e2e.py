@@ -28,35 +28,43 @@ def s3_client(request, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def public_store(seaweed_server, tmp_path_factory, store_writer, session_source):
-    """A store written with credentials into the anonymous-readable bucket, and its catalog."""
+def public_store(seaweed_server, tmp_path_factory):
+    """A synthetic archive converted straight into the anonymous-readable bucket with
+    credentials (``sscxr convert``), its catalog, and the writer's ground truth."""
+    from sscxr.testing.archives import write_ssc1_session
+    from sscxr_conversion import convert
+
+    truth = write_ssc1_session(tmp_path_factory.mktemp("archive") / NAME, preset="tiny", seed=5)
     root = seaweed_server.url(seaweed_server.public_bucket, f"e2e-{secrets.token_hex(4)}/stores")
-    source = store_writer(session_source(), f"{root}/{NAME}.zarr", seaweed_server.storage_options())
+    result = convert(truth.mat_path, f"{root}/{NAME}.zarr", storage_options=seaweed_server.storage_options(),
+                     progress=False)
     out = tmp_path_factory.mktemp("catalog") / "sscxr.yaml"
     sc.build_catalog(root, storage_options=seaweed_server.storage_options(anon=True), out=out)
-    return root, source, out
+    return root, truth, out, result.content_version
 
 
 def test_catalog_read_anonymously_one_cell_one_trial(seaweed_server, public_store, s3_client):
-    root, source, catalog_path = public_store
+    root, truth, catalog_path, version = public_store
     cat = sc.open_catalog(catalog_path)(store_root=root, endpoint_url=seaweed_server.endpoint_url)
-    assert cat.get_entity(NAME).metadata["content_version"] == source.attrs["content_version"]
-    tree = cat[NAME].read(groups=["imaging/subvolume_02"])  # anon=True is the catalog default
-    sub = tree["imaging/subvolume_02"].to_dataset()
-    truth = source["imaging/subvolume_02"].to_dataset()
-    cell, trial = int(truth.cell[4]), int(np.unique(truth.trial)[1])
-    got = sub.dff.sel(cell=cell).where((sub.trial == trial).compute(), drop=True)
-    want = truth.dff.sel(cell=cell).values[truth.trial.values == trial]
-    np.testing.assert_array_equal(got.values, want)
-    np.testing.assert_array_equal(got.time.values, truth.time.values[truth.trial.values == trial])
+    assert cat.get_entity(NAME).metadata["content_version"] == version
+    sv = truth.subvolumes[1]
+    group = f"imaging/subvolume_{sv.vv:02d}"
+    tree = cat[NAME].read(groups=[group])  # anon=True is the catalog default
+    sub = tree[group].to_dataset()
+    row, trial = 4, int(np.unique(sv.trial)[1])
+    got = sub.dff.sel(cell=int(sv.roi_ids[row])).where((sub.trial == trial).compute(), drop=True)
+    np.testing.assert_array_equal(got.values, sv.dff[row, sv.trial == trial])
+    np.testing.assert_allclose(got.time.values, sv.time_ms[sv.trial == trial] / 1000)
 
 
 def test_open_group_anonymously_matches_source(seaweed_server, public_store, s3_client):
-    root, source, _ = public_store
-    ds = sio.open_group(f"{root}/{NAME}.zarr", "imaging/subvolume_01",
+    root, truth, _, _ = public_store
+    sv = truth.subvolumes[0]
+    ds = sio.open_group(f"{root}/{NAME}.zarr", f"imaging/subvolume_{sv.vv:02d}",
                         storage_options=seaweed_server.storage_options(anon=True))  # fmt: skip
-    truth = source["imaging/subvolume_01"].to_dataset(inherit=False)
-    xr.testing.assert_identical(ds.compute(), truth)
+    np.testing.assert_array_equal(ds.dff.values, sv.dff)
+    np.testing.assert_array_equal(ds.cell.values, sv.roi_ids)
+    np.testing.assert_array_equal(ds.trial.values, sv.trial)
 
 
 def test_anonymous_write_is_refused(seaweed_server, public_store, s3_client):
@@ -104,12 +112,12 @@ def test_wrong_secret_and_missing_bucket_say_so_without_echoing(seaweed_server, 
 
 def test_no_credential_in_catalog_attrs_logs_reprs_or_graphs(seaweed_server, public_store, s3_client, caplog):
     cloudpickle = pytest.importorskip("cloudpickle")
-    root, _, catalog_path = public_store
+    root, truth, catalog_path, _ = public_store
     secret, key = seaweed_server.credentials.secret, seaweed_server.credentials.key
     url = f"{root}/{NAME}.zarr"
     with caplog.at_level(logging.DEBUG):
         tree = sio.open_session(url, storage_options=seaweed_server.storage_options())
-        dff = tree["imaging/subvolume_01"].dff
+        dff = tree[f"imaging/subvolume_{truth.subvolumes[0].vv:02d}"].dff
         dff.isel(cell=0).values
         reader = sc.open_catalog(catalog_path)(store_root=root)[NAME]
     # store metadata (every zarr.json in the bucket), the catalog, reprs
