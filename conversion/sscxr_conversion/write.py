@@ -117,14 +117,21 @@ def write_group(store: zarr.abc.store.Store, path: str, ds: xr.Dataset, spec: Co
 
 
 def finalise(store: zarr.abc.store.Store, attrs: Mapping[str, Any]) -> str:
-    """Mark the store complete, pin its content version and consolidate metadata (last)."""
+    """Mark the store complete, pin its content version and consolidate metadata (last).
+
+    Every group gets its own consolidated metadata too, so ``sscxr.io.open_group`` reads one
+    object for one group; the root's comes last, and only it makes the store look complete.
+    """
     from sscxr.io import content_version
 
     root = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
     root.attrs.update({**attrs, "sscxr_status": STATUS_COMPLETE})
     version = content_version(root)
     root.attrs["content_version"] = version
+    groups = [path for path, node in root.members(max_depth=None) if isinstance(node, zarr.Group)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        for path in sorted(groups, key=lambda p: -p.count("/")):  # deepest first: one GET per group
+            zarr.consolidate_metadata(store, path=path)
         zarr.consolidate_metadata(store)
     return version
