@@ -26,6 +26,7 @@ import argparse
 import io
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -39,11 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 WORK = Path(__file__).parent / ".work"
-SIZES: dict[str, dict[str, int]] = {
-    "small": {"n_subvolumes": 2, "n_cells": 64, "n_trials": 10},  # ~1 MB of dF/F: seconds
-    "full": {"n_subvolumes": 8, "n_cells": 800, "n_trials": 40},  # 8 x 800 x 2800 float64: ~143 MB
-}
-DFF_CHUNKS = (32, 512)  # the converter's ConversionSpec.dff_chunks (docs/conversion.md)
+SIZES: dict[str, dict[str, int]] = {"small": {}, "full": {}}  # --size -> preset, see PRESETS
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,70 +48,41 @@ DFF_CHUNKS = (32, 512)  # the converter's ConversionSpec.dff_chunks (docs/conver
 # --------------------------------------------------------------------------------------------
 
 
-def _tree(size: str) -> Any:
-    from sscxr.testing.stores import make_session_tree
-
-    return make_session_tree(seed=0, **SIZES[size])
+PRESETS = {"small": "tiny", "full": "full"}  # sscxr.testing.archives presets behind each --size
 
 
 def make_source_mat(size: str, workdir: Path) -> Path:
-    """The session ``.mat`` users download today (stand-in: the tree's dF/F, MAT v5 compressed).
+    """The session ``.mat`` users download today: the synthetic session of the matching preset."""
+    from sscxr.testing.archives import write_ssc1_session
 
-    TODO(lead): ``sscxr.testing.archives.write_ssc1_session(workdir, preset="full").mat_path``.
-    """
-    import scipy.io
-
-    path = workdir / "an197522_2013_03_08_session.mat"
-    if not path.exists():
-        tree = _tree(size)
-        content = {}
-        for name, node in tree["imaging"].children.items():
-            ds = node.to_dataset()
-            k = name.split("_")[1]
-            content[f"dff_{k}"] = ds.dff.values
-            content[f"ids_{k}"] = ds.cell.values.astype(float)
-            content[f"trial_{k}"] = ds.trial.values.astype(float)
-            content[f"time_{k}"] = ds.time.values * 1000.0  # ms, like the source
-        scipy.io.savemat(path, content, do_compression=True)
-    return path
+    folder = workdir / "archive" / "an197522_2013_03_08"
+    found = sorted(folder.glob("*_session.mat"))
+    return found[0] if found else write_ssc1_session(folder, preset=PRESETS[size], seed=0).mat_path
 
 
 def make_store(mat_path: Path, size: str, workdir: Path) -> Path:
-    """The converted store of ``mat_path`` (stand-in: the same tree written as the converter does).
-
-    TODO(lead): ``sscxr_conversion.convert(mat_path, str(workdir / "an197522_2013_03_08.zarr"))``.
-    """
-    import zarr
-
-    from sscxr.io import content_version
+    """The store ``sscxr convert`` makes of ``mat_path``."""
+    from sscxr_conversion import convert
 
     path = workdir / "an197522_2013_03_08.zarr"
     if not (path / "zarr.json").exists():
-        tree = _tree(size)
-        tree.attrs["sscxr_status"] = "incomplete"
-        encoding = {node.path: {"dff": {"chunks": tuple(min(c, n) for c, n in zip(DFF_CHUNKS, node.dff.shape))}}
-                    for node in tree["imaging"].children.values()}  # fmt: skip
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree.to_zarr(path, mode="w", consolidated=False, encoding=encoding)
-            root = zarr.open_group(path, mode="r+", use_consolidated=False)
-            root.attrs["sscxr_status"] = "complete"
-            root.attrs["content_version"] = content_version(root)
-            groups = [p for p, node in root.members(max_depth=None) if isinstance(node, zarr.Group)]
-            for group in sorted(groups, key=lambda p: -p.count("/")):  # deepest first, root last:
-                zarr.consolidate_metadata(path, path=group)  # one GET opens any group (open_group)
-            zarr.consolidate_metadata(path)
+        convert(mat_path, str(path), overwrite=True, progress=False)
     return path
 
 
-def cell_trial_from_mat(mat: dict[str, Any], subvolume: int, cell: int, trial: int) -> np.ndarray:
-    """One cell x one trial of dF/F from a loaded ``.mat`` (stand-in layout).
-
-    TODO(lead): for the real struct, walk ``s.timeSeriesArrayHash`` as the converter's reader does.
-    """
-    k = f"{subvolume:02d}"
-    row = int(np.flatnonzero(mat[f"ids_{k}"].ravel() == cell)[0])
-    return mat[f"dff_{k}"][row, mat[f"trial_{k}"].ravel() == trial]
+def cell_trial_from_mat(s: Any, subvolume: int, cell: int, trial: int) -> np.ndarray:
+    """One cell x one trial of dF/F from a loaded ``.mat``: walk ``s.timeSeriesArrayHash`` by hand,
+    the way users of the archive do today (entries with an ``imagingPlane`` are subvolumes)."""
+    for entry in s.timeSeriesArrayHash.value:
+        planes = entry.imagingPlane if hasattr(entry, "imagingPlane") else None
+        if planes is None:
+            continue
+        first = planes[0] if isinstance(planes, np.ndarray) else planes
+        fov = re.search(r"fov_(\d{2})\d{3}", str(np.atleast_1d(first.sourceFileList)[0]))
+        if fov and int(fov.group(1)) == subvolume:
+            row = int(np.flatnonzero(entry.ids == cell)[0])
+            return entry.valueMatrix[row, entry.trial == trial]
+    raise KeyError(f"no subvolume {subvolume} in the .mat")
 
 
 def make_hdf5(store: Path, path: Path) -> Path:
@@ -225,8 +193,8 @@ def read_mat(url: str, options: dict, sub: int, cell: int, trial: int) -> tuple[
 
     folder, name = url.rsplit("/", 1)
     data = obstore.get(_obstore(folder, options), name).bytes()
-    mat = scipy.io.loadmat(io.BytesIO(bytes(data)))
-    return cell_trial_from_mat(mat, sub, cell, trial), len(data), 1
+    mat = scipy.io.loadmat(io.BytesIO(bytes(data)), squeeze_me=True, struct_as_record=False)
+    return cell_trial_from_mat(mat["s"], sub, cell, trial), len(data), 1
 
 
 def read_hdf5(url: str, options: dict, sub: int, cell: int, trial: int, block: int) -> tuple[np.ndarray, int, int]:
@@ -323,9 +291,9 @@ Generated by `python benchmarks/bench_remote.py --size {size} --repeat {repeat}`
 `weed mini` server on 127.0.0.1, interleaved, {repeat} times on different (subvolume, cell, trial)
 picks; times are medians (min also shown), bytes are what the client received.
 
-Data: `make_session_tree(**{sizes})`
-(stand-ins for the synthetic full session, see the plug points in the script): the `.mat` holds the dF/F of every subvolume (MAT v5, compressed); the store is
-written as the converter does (dF/F chunks {DFF_CHUNKS}, consolidated metadata); the HDF5 file
+Data: the synthetic ssc-1 session of preset `{PRESETS[size]}` (`sscxr.testing.archives`): the `.mat`
+is the whole session struct as the archive ships it (MAT v5, compressed); the store is what
+`sscxr convert` makes of it (consolidated metadata per group); the HDF5 file
 holds the same dF/F as NWB does, `(time, roi)`, h5py auto chunks, gzip, read through
 `s3fs.open(cache_type="blockcache", block_size={block // 1024} KiB)` + `h5py.File`.
 
