@@ -1,0 +1,83 @@
+"""The ``sscxr`` command as a user runs it: convert, verify, info, catalog, demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sscxr.testing.archives import write_ssc1_session
+
+
+def sscxr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "sscxr.cli", *args], capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sscxr {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    return write_ssc1_session(tmp_path_factory.mktemp("a") / "an197522_2013_03_08", preset="tiny", seed=2)
+
+
+def test_convert_verify_info(session, tmp_path):
+    store = tmp_path / "an197522_2013_03_08.zarr"
+    out = sscxr("convert", str(session.mat_path), str(store))
+    assert "writing" in out.stderr and "100%" in out.stderr, "a progress bar by default"
+    assert "<ConversionResult ssc-1" in out.stdout
+    quiet = sscxr("convert", str(session.mat_path), str(store), "--overwrite", "--quiet")
+    assert quiet.stdout == "" and "writing" not in quiet.stderr
+    assert "every value matches" in sscxr("verify", str(session.mat_path), str(store)).stdout
+    info = sscxr("info", str(store)).stdout
+    assert "[ssc-1, complete, version" in info and session.mat_path.name in info
+    assert "imaging/" in info or "imaging" in info and "dff" in info
+
+
+def test_convert_with_dask_workers(session, tmp_path):
+    store = tmp_path / "w.zarr"
+    sscxr("convert", str(session.mat_path), str(store), "--workers", "2", "--quiet")
+    sscxr("verify", str(session.mat_path), str(store))
+
+
+def test_existing_store_and_bad_options(session, tmp_path):
+    store = tmp_path / "x.zarr"
+    sscxr("convert", str(session.mat_path), str(store), "--quiet")
+    again = sscxr("convert", str(session.mat_path), str(store), check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    bad = sscxr("convert", str(session.mat_path), str(tmp_path / "y.zarr"), "--storage-options", "{nope", check=False)
+    assert bad.returncode == 2 and "not valid JSON" in bad.stderr
+    mismatch = sscxr("verify", str(write_ssc1_session(tmp_path / "o", preset="tiny", seed=9).mat_path), str(store),
+                     check=False)
+    assert mismatch.returncode == 1 and "mismatch" in mismatch.stderr
+
+
+def test_catalog_build_and_list(session, tmp_path):
+    root = tmp_path / "stores"
+    sscxr("convert", str(session.mat_path), str(root / "an197522_2013_03_08.zarr"), "--quiet")
+    out = tmp_path / "cat.yaml"
+    sscxr("catalog", "build", str(root), "--out", str(out))
+    text = out.read_text()
+    assert "an197522_2013_03_08" in text and "content_version" in text
+    listed = sscxr("catalog", "list", "--archive", "ssc-11", "--ablation", "touch").stdout.split()
+    assert "an274424" in listed and not any(n.startswith("an197522_") for n in listed)
+
+
+def test_demo_write_archive(tmp_path):
+    out = sscxr("demo", "--write-archive", str(tmp_path), "--preset", "tiny").stdout
+    assert "an197522_2013_03_08_session.mat" in out
+    assert (tmp_path / "an197522_2013_03_08" / "an197522_2013_03_08_session.mat").is_file()
+
+
+def test_convert_to_s3_leaks_no_secret(session, moto_server, moto_bucket):
+    opts = moto_server.storage_options()
+    url = moto_server.url(moto_bucket, "x.zarr")
+    out = sscxr("convert", str(session.mat_path), url, "--storage-options", json.dumps(opts))
+    secret = opts["secret"]
+    assert secret not in out.stdout + out.stderr
+    info = sscxr("info", url, "--storage-options", json.dumps(opts)).stdout
+    assert secret not in info and "complete" in info
+    assert "every value matches" in sscxr("verify", str(session.mat_path), url, "--storage-options",
+                                          json.dumps(opts)).stdout
