@@ -33,7 +33,12 @@ def verify(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, A
     else:
         attrs, groups, tasks, _ = read_ssc1(src, spec)
     groups = {**groups, **{p: ds for t in tasks for p, ds in t}}
-    problems = _compare_sources(attrs, root.attrs)
+    raw_problems = []
+    if spec.raw and spec.archive == "ssc-1":  # TIFF frames and videos; also records the tarball
+        from .raw import verify_raw
+
+        raw_problems = verify_raw(src, store, groups, spec, attrs)
+    problems = _compare_sources(attrs, root.attrs) + raw_problems
     for path, ds in groups.items():
         problems += compare_group(ds, _open_group(store, path), path)
     if problems and raise_on_mismatch:

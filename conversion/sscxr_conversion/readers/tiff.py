@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+import mmap
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,7 +57,7 @@ class TiffStack:
     n_pages: int
     frame_shape: tuple[int, int]
     dtype: np.dtype
-    _data: bytes | memoryview | None = field(repr=False)
+    data: bytes | memoryview | mmap.mmap = field(repr=False)
     _offsets: np.ndarray | None = field(repr=False)
     _tif: tifffile.TiffFile = field(repr=False)
 
@@ -76,14 +77,19 @@ class TiffStack:
                                           f"{self.n_channels} channels interleaved); frame {index + 1} "
                                           "(1-based) was asked for", field=f"frame {index + 1}")
         page = index * self.n_channels + channel
-        if self._offsets is not None and self._data is not None:
+        if self._offsets is not None:
             count = self.frame_shape[0] * self.frame_shape[1]
-            return np.frombuffer(self._data, self.dtype, count, int(self._offsets[page])).reshape(self.frame_shape)
+            return np.frombuffer(self.data, self.dtype, count, int(self._offsets[page])).reshape(self.frame_shape)
         with _tifffile_errors(self.name, f"frame {index + 1} (page {page + 1})"):
             return np.asarray(self._tif.pages[page].asarray()).reshape(self.frame_shape)
 
     def close(self) -> None:
         self._tif.close()
+        if isinstance(self.data, mmap.mmap):
+            try:
+                self.data.close()
+            except BufferError:  # a frame view is still alive; the map closes when it is freed
+                pass
 
     def __enter__(self) -> TiffStack:
         return self
@@ -100,9 +106,10 @@ def open_stack(source: bytes | memoryview | str | os.PathLike, *, name: str | No
     when the file is not a TIFF, is truncated, or its pages do not hold whole frames.
     """
     name = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<bytes>")
-    data = source if isinstance(source, bytes | memoryview) else Path(source).read_bytes()
+    data = source if isinstance(source, bytes | memoryview) else _map(Path(source), name)
     with _tifffile_errors(name, "header") as logged:
-        tif = tifffile.TiffFile(io.BytesIO(data), name=Path(name).name)
+        tif = tifffile.TiffFile(io.BytesIO(data) if isinstance(data, bytes | memoryview) else os.fspath(source),
+                                name=Path(name).name)
         pages = tif.pages
         pages.useframes = True  # parse only offsets beyond the first page (16 ms per 1000 pages)
         pages.set_keyframe(0)
@@ -122,6 +129,29 @@ def open_stack(source: bytes | memoryview | str | os.PathLike, *, name: str | No
                                       f"channels; the last frame ({n_pages // n_channels + 1}) is incomplete",
                                       field=f"frame {n_pages // n_channels + 1}", hint=TRUNCATED_HINT)
     return TiffStack(name, n_channels, n_pages, shape, dtype, data, offsets, tif)
+
+
+def _map(path: Path, name: str) -> mmap.mmap | bytes:
+    """The file's bytes without a copy (read-only map of the page cache); ``b""`` when empty."""
+    try:
+        with path.open("rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return b""
+            return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                             prot=mmap.PROT_READ)
+    except OSError as exc:
+        raise SourceFormatError(name, f"cannot be read ({exc})") from exc
+
+
+def data_crc32c(data: bytes | memoryview | mmap.mmap) -> int:
+    """crc32c of a whole file's bytes (bytes, memoryview or a read-only map).
+
+    >>> data_crc32c(b"123456789") == 0xE3069283
+    True
+    """
+    view = np.frombuffer(data, np.uint8)
+    view.flags.writeable = False
+    return int(google_crc32c.value(view))
 
 
 def _contiguous_offsets(tif: tifffile.TiffFile, data: bytes | memoryview, shape: tuple[int, int],

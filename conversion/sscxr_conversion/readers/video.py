@@ -67,7 +67,9 @@ def probe_video(data: bytes, *, name: str, decode_format: str | None = None) -> 
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise SourceFormatError(name, f"cannot be opened as a video ({exc})", hint=CORRUPT_HINT) from exc
+        raise SourceFormatError(name, f"cannot be opened as a video, so no frame from frame 1 on can be decoded "
+                                f"({exc}); a truncated mp4 loses its index (moov atom)", field="frame 1",
+                                hint=CORRUPT_HINT) from exc
     with container:
         if not container.streams.video:
             raise SourceFormatError(name, "holds no video stream", hint=CORRUPT_HINT)

@@ -1,0 +1,919 @@
+"""Raw imaging stacks (``/raw/subvolume_NN``) and whisker videos (``/video``) of an ssc-1 session.
+
+The raw pass streams the source once (folder files in index order, or a tarball's members in
+archive order), so nothing is extracted to disk and each TIFF is read exactly once:
+
+1. **Plan** (:func:`plan_raw`): from each imaging subvolume's ``source_file`` /
+   ``source_file_index`` / ``source_frame_index`` (FORMATS.md §1.3.3), where every frame of every
+   plane comes from; raw frame ``t`` is the same instant as ``dff`` frame ``t``.
+2. **Assemble** (:class:`_Assembler`): each TIFF's frames are copied into per-(plane, block)
+   buffers of ``shard_frames`` frames; a full block yields its per-frame crc32c and its part of
+   the summary images (sum, max), so these cost no extra read.
+3. **Write** (:class:`RawWriter`): the template (coords, sharded arrays) once, then one task per
+   full block writes whole shards (a region write; tasks never share a shard) and marks the block
+   done, so ``--resume`` skips it; the driver writes the summary images and marks the group.
+
+Videos (``VideoWriter``) keep each trial's mp4 bytes exactly, concatenated in ``mp4`` (appended
+in whole chunks as the stream goes), with a frame index decoded by PyAV in tasks.
+See ``docs/raw.md`` for the layout, the measurements behind it and the streaming rules.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import google_crc32c
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from sscxr.errors import InconsistentSourceError, SourceFormatError, StoreExistsError
+
+from . import write
+from .provenance import HashingReader, SourceRecord
+from .readers.tiff import CHANNELS, TiffStack, data_crc32c, open_stack, pixel_crc32c
+from .readers.video import VideoFile, VideoInfo, probe_video, trial_of, video_index
+from .source import is_tar
+from .spec import ConversionSpec
+from .tasks import options_for
+
+MISSING = -1
+TIFF = re.compile(r"\.tiff?$", re.IGNORECASE)
+MP4 = re.compile(r"\.mp4$", re.IGNORECASE)
+_FOV_DIR = re.compile(r"(?:^|/)(fov_\d{5})(?:/|$)")
+
+
+@dataclass(frozen=True)
+class RawLayout:
+    """Chunking of the raw stacks: shards of ``shard_frames`` frames x ``shard_px`` x ``shard_px``
+    pixels of one plane, inner chunks of ``chunk`` = (time, y, x), Blosc ``cname``/``clevel`` with
+    byte shuffle. A write task fills ``shard_frames`` frames of one plane: whole shards. Measured
+    in ``docs/raw.md``: a frame is 16 shard reads in parallel, a pixel tile one whole shard per
+    128 frames.
+    """
+
+    shard_frames: int = 128
+    shard_px: int = 128
+    chunk: tuple[int, int, int] = (16, 128, 128)
+    cname: str = "lz4"
+    clevel: int = 1
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {"shard_frames": self.shard_frames, "shard_px": self.shard_px, "chunk": list(self.chunk),
+                "cname": self.cname, "clevel": self.clevel}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> RawLayout:
+        return cls(**{**attrs, "chunk": tuple(attrs["chunk"])})
+
+    def shapes(self, shape: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(shard, inner chunk)`` of a ``(plane, time, y, x)`` stack of ``shape`` frames."""
+        sy, sx = (_divisor(n, self.shard_px) for n in shape)
+        chunk = (_divisor(self.shard_frames, self.chunk[0]), _divisor(sy, self.chunk[1]), _divisor(sx, self.chunk[2]))
+        return (1, self.shard_frames, sy, sx), (1, *chunk)
+
+
+LAYOUT = RawLayout()
+
+
+# --------------------------------------------------------------------------------------------
+# plan: where each frame comes from
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RawPlan:
+    """One subvolume's raw stack: per plane, its files and (file, frame) per time index."""
+
+    path: str
+    coords: xr.Dataset
+    files: list[list[str]]
+    file_index: np.ndarray  # (plane, time), 0-based into files[plane], -1 missing
+    frame_index: np.ndarray  # (plane, time), 0-based frame within that file
+    frame_shape: tuple[int, int] | None = None
+
+    @property
+    def n_planes(self) -> int:
+        return self.file_index.shape[0]
+
+    @property
+    def n_time(self) -> int:
+        return self.file_index.shape[1]
+
+
+def plan_raw(groups: Mapping[str, xr.Dataset]) -> list[RawPlan]:
+    """A :class:`RawPlan` per imaging subvolume that names source files.
+
+    >>> plans = plan_raw(groups)          # doctest: +SKIP
+    >>> plans[0].path                     # doctest: +SKIP
+    'raw/subvolume_01'
+    """
+    plans = []
+    for name in sorted(k for k in groups if k.startswith("imaging/") and k.count("/") == 1):
+        ds = groups[name]
+        if "source_file" not in ds or not ds.sizes.get("file", 0):
+            continue
+        names = [[str(f) for f in row if str(f)] for row in ds["source_file"].values]
+        coords = ds[["time", "trial", "plane", "frame_time"]].drop_vars(
+            [v for v in ds.data_vars if v not in ("time", "trial", "plane", "frame_time")], errors="ignore")
+        plans.append(RawPlan(name.replace("imaging/", "raw/"), xr.Dataset(coords=coords.coords), names,
+                             ds["source_file_index"].values.astype(np.int64),
+                             ds["source_frame_index"].values.astype(np.int64),
+                             _master_shape(groups.get(f"{name}/rois"))))
+    return plans
+
+
+def _master_shape(rois: xr.Dataset | None) -> tuple[int, int] | None:
+    if rois is None or "master_image" not in rois:
+        return None
+    return int(rois.sizes["y"]), int(rois.sizes["x"])
+
+
+def file_key(path: str) -> tuple[str, str]:
+    """``(fov_VVPPP folder or "", base name)``: how a listed TIFF path meets an archive member.
+
+    >>> file_key(r"D:\\data\\imaging_data\\fov_01002\\fluo_batch_out\\x_main_001.tif")
+    ('fov_01002', 'x_main_001.tif')
+    """
+    p = path.replace("\\", "/")
+    fov = _FOV_DIR.search(p)
+    return (fov.group(1) if fov else "", p.rsplit("/", 1)[-1])
+
+
+class FileIndex:
+    """Which (plan, plane, file) each listed TIFF feeds, looked up by :func:`file_key`."""
+
+    def __init__(self, plans: list[RawPlan]):
+        self.by_key: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
+        self.by_base: dict[str, list[tuple[int, int, int]]] = {}
+        for i, plan in enumerate(plans):
+            for p, files in enumerate(plan.files):
+                for f, name in enumerate(files):
+                    key = file_key(name)
+                    self.by_key.setdefault(key, []).append((i, p, f))
+                    self.by_base.setdefault(key[1], []).append((i, p, f))
+
+    def lookup(self, member: str) -> list[tuple[int, int, int]]:
+        if not TIFF.search(member):
+            return []
+        key = file_key(member)
+        if key in self.by_key:
+            return self.by_key[key]
+        hits = self.by_base.get(key[1], [])
+        return hits if len({(h[0], h[1]) for h in hits}) == 1 else []  # base name alone only when unique
+
+
+# --------------------------------------------------------------------------------------------
+# streaming the source
+# --------------------------------------------------------------------------------------------
+
+
+def iter_raw_members(src: str | Path, want: Callable[[str], bool], order: Callable[[str], Any],
+                     tar_records: list[SourceRecord]) -> Iterator[tuple[str, bytes | Path]]:
+    """``(name, bytes or path)`` of the wanted raw files, one at a time.
+
+    A folder (or the folder of a single ``.mat``) gives paths, in ``order``; a tarball is
+    streamed in archive order (members' bytes, one in memory at a time) and its own record
+    (size, sha256) appended to ``tar_records`` at the end.
+    """
+    path = Path(src)
+    if is_tar(path):
+        yield from _tar_stream(path, want, tar_records)
+        return
+    root = path if path.is_dir() else path.parent
+    names = sorted((p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()), key=str)
+    for name in sorted((n for n in names if want(n)), key=order):
+        yield name, root / name
+
+
+def _tar_stream(path: Path, want: Callable[[str], bool], records: list[SourceRecord]) -> Iterator[tuple[str, bytes]]:
+    with path.open("rb") as raw:
+        hashing = HashingReader(raw)
+        try:
+            with tarfile.open(fileobj=hashing, mode="r|*") as tar:  # type: ignore[call-overload]
+                for info in tar:
+                    if info.isfile() and want(info.name):
+                        fobj = tar.extractfile(info)
+                        if fobj is None:
+                            continue
+                        yield info.name, fobj.read()
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            raise SourceFormatError(str(path), f"is not a readable tar archive ({exc})",
+                                    hint="the download is truncated or corrupt") from exc
+        hashing.drain()
+    records.append(SourceRecord(path.name, hashing.size, hashing.sha.hexdigest()))
+
+
+def member_record(name: str, data: bytes | Any) -> dict[str, Any]:
+    """``{name, size, crc32c}`` of one raw file (crc32c: 6 GB/s here, sha256 0.7 GB/s)."""
+    return {"name": name, "size": len(data), "crc32c": f"{data_crc32c(data):08x}"}
+
+
+def _read(source: bytes | Path) -> bytes:
+    return source if isinstance(source, bytes) else Path(source).read_bytes()
+
+
+# --------------------------------------------------------------------------------------------
+# bounded task submission (stream -> tasks, never more than `limit` blocks in flight)
+# --------------------------------------------------------------------------------------------
+
+
+class Pipe:
+    """Submit tasks to a :class:`~sscxr_conversion.tasks.Runner`, at most ``limit`` in flight;
+    each result goes to its ``then`` callback in the driver."""
+
+    def __init__(self, run: Any, limit: int = 3):
+        self.run, self.limit = run, max(1, limit)
+        self.pending: dict[Any, Callable[[Any], None] | None] = {}
+
+    def submit(self, fn: Callable[..., Any], *args: Any, then: Callable[[Any], None] | None = None) -> None:
+        while len(self.pending) >= self.limit:
+            self._collect(first=True)
+        client, pool = getattr(self.run, "client", None), getattr(self.run, "pool", None)
+        if client is not None:
+            args = tuple(client.scatter(a, direct=True, hash=False) if _is_big(a) else a for a in args)
+            self.pending[client.submit(fn, *args, pure=False)] = then
+        elif pool is not None:
+            self.pending[pool.submit(fn, *args)] = then
+        elif then is not None:
+            then(fn(*args))
+        else:
+            fn(*args)
+
+    def _collect(self, first: bool) -> None:
+        if getattr(self.run, "client", None) is not None:
+            from distributed import wait as dask_wait
+
+            done, _ = dask_wait(list(self.pending), return_when="FIRST_COMPLETED" if first else "ALL_COMPLETED")
+        else:
+            done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED if first else "ALL_COMPLETED")
+        for future in done:
+            then = self.pending.pop(future)
+            result = future.result()
+            if then is not None:
+                then(result)
+
+    def drain(self) -> None:
+        while self.pending:
+            self._collect(first=False)
+
+
+def _is_big(value: Any) -> bool:
+    return isinstance(value, Block) or (isinstance(value, bytes) and len(value) > 1 << 20)
+
+
+# --------------------------------------------------------------------------------------------
+# assembling frames into shard-sized blocks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Block:
+    """``shard_frames`` frames of one plane: pixels per channel and which frames are present."""
+
+    plane: int
+    index: int
+    t0: int
+    data: np.ndarray  # (channel, time, y, x) uint16
+    present: np.ndarray  # (time,) bool
+
+    def summarize(self) -> BlockSummary:
+        """crc32c per present frame (0 for absent ones) and this block's part of the summary images.
+
+        Runs where the block is written (a task), so the driver only reads and places frames.
+        """
+        crc = np.zeros(self.data.shape[:2], np.uint32)
+        for c, channel in enumerate(self.data):
+            for i in np.flatnonzero(self.present):
+                crc[c, i] = pixel_crc32c(channel[i])
+        return BlockSummary(self.plane, self.index, crc, self.data.sum(axis=1, dtype=np.uint32),
+                            self.data.max(axis=1), int(self.present.sum()))
+
+
+@dataclass
+class BlockSummary:
+    """What the driver keeps of a written block: crc32c per frame, pixel sums and max, frame count."""
+
+    plane: int
+    index: int
+    crc: np.ndarray  # (channel, time) uint32
+    sum: np.ndarray  # (channel, y, x) uint32: at most 65535 x shard_frames per pixel
+    max: np.ndarray  # (channel, y, x) uint16
+    count: int
+
+
+class BufferPool:
+    """Reuses block buffers: filling a fresh array pays a page fault per 4 kB (measured 15x
+    slower than refilling a used one), so buffers go back here once their block is written."""
+
+    def __init__(self) -> None:
+        self.free: dict[tuple[int, ...], list[np.ndarray]] = {}
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        stack = self.free.get(shape)
+        return stack.pop() if stack else np.empty(shape, np.uint16)
+
+    def give(self, block: Block) -> None:
+        self.free.setdefault(block.data.shape, []).append(block.data)
+
+
+class _Assembler:
+    """Collects one plan's frames into :class:`Block` s; keeps per-plane summary sums."""
+
+    def __init__(self, plan: RawPlan, shape: tuple[int, int], channels: tuple[int, ...], shard_frames: int,
+                 pool: BufferPool):
+        self.plan, self.shape, self.channels, self.ts, self.pool = plan, shape, channels, shard_frames, pool
+        self.n_blocks = -(-plan.n_time // shard_frames)
+        present = plan.file_index >= 0
+        padded = np.zeros((plan.n_planes, self.n_blocks * shard_frames), bool)
+        padded[:, : plan.n_time] = present
+        self.remaining = padded.reshape(plan.n_planes, self.n_blocks, shard_frames).sum(axis=2)
+        self.open: dict[tuple[int, int], Block] = {}
+        self.sum = np.zeros((len(channels), plan.n_planes, *shape), np.uint64)
+        self.max = np.zeros((len(channels), plan.n_planes, *shape), np.uint16)
+        self.count = np.zeros(plan.n_planes, np.int64)
+        self.seen: set[tuple[int, int]] = set()
+        self.warnings: list[str] = []
+
+    def add(self, plane: int, file: int, stack: TiffStack) -> list[Block]:
+        """Place every indexed frame of ``stack`` (file ``file`` of ``plane``); return full blocks."""
+        self.seen.add((plane, file))
+        times = np.flatnonzero(self.plan.file_index[plane] == file)
+        frames = self.plan.frame_index[plane, times]
+        self._check(stack, plane, times, frames)
+        touched = set()
+        for t, f in zip(times.tolist(), frames.tolist(), strict=True):
+            b, i = divmod(t, self.ts)
+            block = self._block(plane, b)
+            for c, channel in enumerate(self.channels):
+                block.data[c, i] = stack.frame(f, channel)
+            block.present[i] = True
+            self.remaining[plane, b] -= 1
+            touched.add(b)
+        return [self._close(plane, b) for b in sorted(touched) if self.remaining[plane, b] == 0]
+
+    def _check(self, stack: TiffStack, plane: int, times: np.ndarray, frames: np.ndarray) -> None:
+        where = f"{self.plan.path.replace('raw/', 'imaging/')} plane {int(self.plan.coords['plane'][plane])}"
+        if stack.frame_shape != self.shape:
+            raise InconsistentSourceError(stack.name, f"frames are {stack.frame_shape[0]}x{stack.frame_shape[1]} "
+                                          f"but {where} has {self.shape[0]}x{self.shape[1]} frames", field="frame 1")
+        if len(frames) and frames.max() >= stack.n_frames:
+            bad = int(np.argmax(frames >= stack.n_frames))
+            raise InconsistentSourceError(
+                stack.name, f"holds {stack.n_frames} frames ({stack.n_pages} pages, {stack.n_channels} channels) but "
+                f"sourceFileFrameIdx of {where} places its frame {int(frames[bad]) + 1} at time index {int(times[bad])}",
+                field=f"frame {int(frames[bad]) + 1}", hint="the file is truncated or the index belongs to another file")
+        unused = stack.n_frames - len(np.unique(frames))
+        if unused > 0:
+            self.warnings.append(f"{stack.name}: {unused} of its {stack.n_frames} frames are not in the index of "
+                                 f"{where} and were not converted")
+
+    def _block(self, plane: int, b: int) -> Block:
+        if (plane, b) not in self.open:
+            n = min(self.ts, self.plan.n_time - b * self.ts)
+            data = self.pool.take((len(self.channels), n, *self.shape))
+            self.open[(plane, b)] = Block(plane, b, b * self.ts, data, np.zeros(n, bool))
+        return self.open[(plane, b)]
+
+    def _close(self, plane: int, b: int) -> Block:
+        block = self.open.pop((plane, b))
+        block.data[:, ~block.present] = 0  # a reused buffer holds old frames where these are absent
+        return block
+
+    def accumulate(self, summary: BlockSummary) -> None:
+        """Add a written block's sums and max to the plane's summary images."""
+        self.sum[:, summary.plane] += summary.sum
+        np.maximum(self.max[:, summary.plane], summary.max, out=self.max[:, summary.plane])
+        self.count[summary.plane] += summary.count
+
+    def mean(self) -> np.ndarray:
+        """``(channel, plane, y, x)`` mean of the present frames (NaN for a plane with none)."""
+        count = self.count[None, :, None, None]
+        return np.where(count > 0, self.sum / np.maximum(count, 1), np.nan)
+
+    def rest(self) -> list[Block]:
+        """Blocks still open at the end of the stream (frames of absent files stay zero)."""
+        return [self._close(*key) for key in sorted(self.open)]
+
+    def absent_files(self) -> list[tuple[int, int]]:
+        """(plane, file) named by the index but never seen in the source."""
+        wanted = {(p, int(f)) for p in range(self.plan.n_planes) for f in np.unique(self.plan.file_index[p]) if f >= 0}
+        return sorted(wanted - self.seen)
+
+
+# --------------------------------------------------------------------------------------------
+# template and region writes
+# --------------------------------------------------------------------------------------------
+
+
+def _divisor(n: int, at_most: int) -> int:
+    """The largest divisor of ``n`` not above ``at_most`` (inner chunks must tile a shard)."""
+    return next(d for d in range(min(n, at_most), 0, -1) if n % d == 0)
+
+
+def create_template(store: Any, plan: RawPlan, shape: tuple[int, int], names: tuple[str, ...],
+                    layout: RawLayout) -> zarr.Group:
+    """Coords (xarray), then the sharded stacks and per-frame arrays (zarr), all fill 0."""
+    with _quiet():
+        plan.coords.to_zarr(store, group=plan.path, mode="w", zarr_format=3, consolidated=False)
+    group = zarr.open_group(store, path=plan.path, mode="r+", zarr_format=3)
+    (n_p, n_t), (ny, nx), ts = plan.file_index.shape, shape, layout.shard_frames
+    shards, chunks = layout.shapes(shape)
+    per_frame = {"shape": (n_p, n_t), "chunks": (1, ts), "dimension_names": ("plane", "time")}
+    for name in names:
+        group.create_array(name, shape=(n_p, n_t, ny, nx), dtype="uint16", chunks=chunks, shards=shards,
+                           compressors=[BloscCodec(cname=layout.cname, clevel=layout.clevel, shuffle="shuffle")],
+                           fill_value=0, dimension_names=("plane", "time", "y", "x"), attributes={
+                               "coordinates": "trial frame_time", "units": "counts",
+                               "description": f"registered {name} frames (TIFF pages {'even' if name == 'green' else 'odd'})"
+                               ", placed by sourceFileFrameIdx; 0 where frame_present is false"})
+        group.create_array(f"{name}_crc32c", dtype="uint32", fill_value=0, **per_frame, attributes={
+            "description": f"crc32c of each {name} frame's little-endian uint16 pixels, as read from the TIFF "
+                           "(0 where absent)"})
+    group.create_array("frame_present", dtype="bool", fill_value=False, **per_frame, attributes={
+        "description": "the frame was read from its TIFF (false: NaN index or absent file, pixels are 0)"})
+    n_blocks = -(-n_t // ts)
+    group.create_array("block_written", shape=(n_p, n_blocks), chunks=(1, 1), dtype="bool", fill_value=False,
+                       dimension_names=("plane", "block"))
+    group.attrs.update(layout=layout.to_attrs(), channels=list(names), frame_shape=list(shape))
+    return group
+
+
+def write_block(url: str, path: str, names: tuple[str, ...], block: Block) -> BlockSummary:
+    """Task: write one block (whole shards of one plane), its crc32c and presence, then mark it."""
+    summary = block.summarize()
+    store = write.open_store(url, options_for(url), mode="w")
+    t = slice(block.t0, block.t0 + block.data.shape[1])
+    for c, name in enumerate(names):
+        stack = zarr.open_array(store, path=f"{path}/{name}", mode="r+", zarr_format=3)
+        stack.with_config({"write_empty_chunks": True})[block.plane, t] = block.data[c]  # skips an all-equal scan
+        zarr.open_array(store, path=f"{path}/{name}_crc32c", mode="r+")[block.plane, t] = summary.crc[c]
+    zarr.open_array(store, path=f"{path}/frame_present", mode="r+")[block.plane, t] = block.present
+    zarr.open_array(store, path=f"{path}/block_written", mode="r+")[block.plane, block.index] = True
+    return summary
+
+
+def _resumable(store: Any, plan: RawPlan, names: tuple[str, ...], layout: RawLayout) -> zarr.Group | None:
+    """The group of an interrupted attempt, when its template matches this plan and layout."""
+    try:
+        group = zarr.open_group(store, path=plan.path, mode="r+", zarr_format=3)
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        return None
+    keys = set(group.array_keys())
+    same = ("block_written" in keys and all(n in keys for n in names) and group.attrs.get("layout") == layout.to_attrs()
+            and group[names[0]].shape[:2] == plan.file_index.shape)
+    return group if same else None
+
+
+# --------------------------------------------------------------------------------------------
+# the raw stacks pass (write or verify)
+# --------------------------------------------------------------------------------------------
+
+
+class RawStacks:
+    """Feeds TIFF members to one :class:`_Assembler` per plan; full blocks go to ``_emit``."""
+
+    def __init__(self, plans: list[RawPlan], spec: ConversionSpec, layout: RawLayout):
+        self.plans, self.spec, self.layout = plans, spec, layout
+        self.channels = (0, 1) if spec.red else (0,)
+        self.names = CHANNELS[: len(self.channels)]
+        self.index = FileIndex(plans)
+        self.assemblers: dict[int, _Assembler] = {}
+        self.pool = BufferPool()
+        self.records: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(plans))}
+        self.warnings: dict[int, list[str]] = {i: [] for i in range(len(plans))}
+
+    def wants(self, name: str) -> bool:
+        return bool(self.index.lookup(name))
+
+    def order(self, name: str) -> tuple:
+        return (0, *min(self.index.lookup(name)))
+
+    def add(self, name: str, source: bytes | Path) -> None:
+        """Place the frames of one TIFF member wherever the index names it."""
+        with open_stack(source, name=name) as stack:
+            record = member_record(name, stack.data)
+            for i, plane, file in self.index.lookup(name):
+                if record not in self.records[i]:
+                    self.records[i].append(record)
+                for block in self._assembler(i, stack.frame_shape).add(plane, file, stack):
+                    self._emit(i, block)
+
+    def _assembler(self, i: int, shape: tuple[int, int] | None) -> _Assembler:
+        if i not in self.assemblers:
+            shape = self._start(i, shape or self.plans[i].frame_shape or (512, 512))
+            self.assemblers[i] = _Assembler(self.plans[i], shape, self.channels, self.layout.shard_frames, self.pool)
+        return self.assemblers[i]
+
+    def close_blocks(self) -> None:
+        """End of stream: subvolumes without any TIFF, absent files, the last blocks.
+
+        A subvolume none of whose TIFFs is in the source is skipped with a warning (raw data is
+        published per FOV); none at all is an error unless ``allow_missing``. A subvolume with
+        some of its files absent is an error naming the first, or with ``allow_missing`` its
+        frames of those files are 0 and masked.
+        """
+        unseen = [i for i in range(len(self.plans)) if i not in self.assemblers]
+        if self.plans and len(unseen) == len(self.plans) and not self.spec.allow_missing:
+            plan = self.plans[0]
+            raise SourceFormatError(plan.files[0][0], f"is named in sourceFileList of "
+                                    f"{plan.path.replace('raw/', 'imaging/')}, but --raw found none of the "
+                                    f"{sum(len(f) for p in self.plans for f in p.files)} listed TIFF files in the "
+                                    "source", hint="point SRC at the session folder or tarball that holds "
+                                    "imaging_data/, or convert with --no-raw (or --allow-missing)")
+        for i in unseen:
+            self.warnings[i].append(f"{self.plans[i].path}: none of its {sum(map(len, self.plans[i].files))} TIFF "
+                                    "files is in the source; not written")
+        for i in sorted(self.assemblers):
+            plan, asm = self.plans[i], self.assemblers[i]
+            absent = asm.absent_files()
+            if absent:
+                self._absent(plan, absent, i)
+            for block in asm.rest():
+                self._emit(i, block)
+            self.warnings[i] += asm.warnings
+
+    def _absent(self, plan: RawPlan, absent: list[tuple[int, int]], i: int) -> None:
+        plane, file = absent[0]
+        times = np.flatnonzero(plan.file_index[plane] == file)
+        ppp = int(plan.coords["plane"][plane])
+        if not self.spec.allow_missing:
+            raise SourceFormatError(plan.files[plane][file], f"is named in sourceFileList of "
+                                    f"{plan.path.replace('raw/', 'imaging/')} plane {ppp} (frames at time index "
+                                    f"{int(times[0])}..{int(times[-1])}) but is not in the source",
+                                    field=f"frame {int(plan.frame_index[plane, times[0]]) + 1}",
+                                    hint=f"{len(absent)} listed file(s) are absent; pass --allow-missing to "
+                                    "convert with their frames masked (frame_present = false)")
+        for plane, file in absent:
+            n = int((plan.file_index[plane] == file).sum())
+            self.warnings[i].append(f"{plan.path}: {plan.files[plane][file]} (plane "
+                                    f"{int(plan.coords['plane'][plane])}) is absent from the source; its {n} "
+                                    "frame(s) are 0 and masked (frame_present = false)")
+
+    def _start(self, i: int, shape: tuple[int, int]) -> tuple[int, int]:
+        return shape
+
+    def _emit(self, i: int, block: Block) -> None:
+        raise NotImplementedError
+
+
+class RawWriter(RawStacks):
+    """Writes the raw groups of the plans not yet ``done``; blocks already written (resume) are
+    checked against the source instead of rewritten."""
+
+    def __init__(self, plans: list[RawPlan], spec: ConversionSpec, layout: RawLayout, *, store: Any, url: str,
+                 pipe: Pipe, done: set[str]):
+        super().__init__([p for p in plans if p.path not in done], spec, layout)
+        self.store, self.url, self.pipe = store, url, pipe
+        self.groups: dict[int, zarr.Group] = {}
+        self.done_blocks: dict[int, np.ndarray] = {}
+
+    def _start(self, i: int, shape: tuple[int, int]) -> tuple[int, int]:
+        plan = self.plans[i]
+        group = _resumable(self.store, plan, self.names, self.layout)
+        if group is None:
+            group = create_template(self.store, plan, shape, self.names, self.layout)
+        self.groups[i], self.done_blocks[i] = group, group["block_written"][:]
+        return tuple(group[self.names[0]].shape[2:])  # type: ignore[return-value]
+
+    def _emit(self, i: int, block: Block) -> None:
+        asm = self.assemblers[i]
+        if self.done_blocks[i][block.plane, block.index]:
+            summary = block.summarize()
+            self._check_unchanged(i, block, summary)
+            asm.accumulate(summary)
+            self.pool.give(block)
+        else:
+            self.pipe.submit(write_block, self.url, self.plans[i].path, self.names, block,
+                             then=lambda s, b=block: (asm.accumulate(s), self.pool.give(b)))
+
+    def _check_unchanged(self, i: int, block: Block, summary: BlockSummary) -> None:
+        t = slice(block.t0, block.t0 + len(block.present))
+        for c, name in enumerate(self.names):
+            if not np.array_equal(self.groups[i][f"{name}_crc32c"][block.plane, t], summary.crc[c]):
+                raise StoreExistsError(
+                    f"{self.url}: the {name} frames {t.start}..{t.stop - 1} of {self.plans[i].path} plane "
+                    f"{int(self.plans[i].coords['plane'][block.plane])} written by the interrupted conversion differ "
+                    "from the source TIFFs now; the source changed, so --resume cannot finish it (use --overwrite)")
+
+    def finish(self) -> list[str]:
+        """Close the last blocks, wait for every write, then summaries and markers per group."""
+        self.close_blocks()
+        self.pipe.drain()
+        return [self._finish_group(i) for i in sorted(self.assemblers)]
+
+    def _finish_group(self, i: int) -> str:
+        plan, asm, group = self.plans[i], self.assemblers[i], self.groups[i]
+        mean = asm.mean()
+        for c, name in enumerate(self.names):
+            group.create_array(f"{name}_mean", data=mean[c], dimension_names=("plane", "y", "x"), overwrite=True,
+                               attributes={"units": "counts", "description": f"mean of the present {name} frames"})
+            group.create_array(f"{name}_max", data=asm.max[c], dimension_names=("plane", "y", "x"), overwrite=True,
+                               attributes={"units": "counts", "description": f"max of the {name} frames"})
+        group.attrs.update(source_files=self.records[i], warnings=self.warnings[i], frames_present=asm.count.tolist(),
+                           description="registered imaging frames; raw frame t is the same instant as dff frame t "
+                           "of the imaging subvolume (docs/raw.md)")
+        group.attrs[write.WRITTEN] = True
+        del group["block_written"]  # the per-block resume markers are done with
+        return plan.path
+
+
+class RawVerifier(RawStacks):
+    """Re-reads the TIFFs and compares every frame (crc32c of source, stored crc, store pixels)."""
+
+    def __init__(self, plans: list[RawPlan], spec: ConversionSpec, layout: RawLayout, *, store: Any):
+        super().__init__(plans, spec, layout)
+        self.store = store
+        self.problems: list[str] = []
+
+    def _start(self, i: int, shape: tuple[int, int]) -> tuple[int, int]:
+        try:
+            group = zarr.open_group(self.store, path=self.plans[i].path, mode="r", zarr_format=3)
+            return tuple(group[self.names[0]].shape[2:])  # type: ignore[return-value]
+        except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
+            self.problems.append(f"/{self.plans[i].path}: group or {self.names[0]} missing from the store")
+            return shape
+
+    def _emit(self, i: int, block: Block) -> None:
+        try:
+            self._compare(i, block)
+        finally:
+            self.pool.give(block)
+
+    def _compare(self, i: int, block: Block) -> None:
+        summary = block.summarize()
+        self.assemblers[i].accumulate(summary)
+        path, t = self.plans[i].path, slice(block.t0, block.t0 + len(block.present))
+        try:
+            group = zarr.open_group(self.store, path=path, mode="r", zarr_format=3)
+            present = group["frame_present"][block.plane, t]
+            stored = {name: (group[name][block.plane, t], group[f"{name}_crc32c"][block.plane, t]) for name in self.names}
+        except KeyError as exc:
+            self.problems.append(f"/{path}: {exc} missing from the store")
+            return
+        where = f"/{path} plane index {block.plane} time {t.start}..{t.stop - 1}"
+        if not np.array_equal(present, block.present):
+            self.problems.append(f"{where}: frame_present differs from the source index and files")
+        for c, name in enumerate(self.names):
+            pixels, crc = stored[name]
+            got = np.array([pixel_crc32c(f) if p else 0 for f, p in zip(pixels, present, strict=True)])
+            bad = np.flatnonzero((got != summary.crc[c]) | (crc != summary.crc[c]))
+            if bad.size:
+                self.problems.append(f"{where}: {bad.size} {name} frame(s) differ from the TIFF pixels, first at time "
+                                     f"{block.t0 + int(bad[0])}")
+
+    def summaries(self) -> list[str]:
+        """Compare the stored mean/max images with the ones recomputed from the source."""
+        problems = []
+        for i, plan in enumerate(self.plans):
+            if i not in self.assemblers:
+                if _has_group(self.store, plan.path):
+                    problems.append(f"/{plan.path}: in the store, but none of its TIFFs is in the source")
+                continue
+            asm = self.assemblers[i]
+            group = zarr.open_group(self.store, path=plan.path, mode="r", zarr_format=3)
+            for c, name in enumerate(self.names):
+                if not np.array_equal(group[f"{name}_mean"][:], asm.mean()[c], equal_nan=True):
+                    problems.append(f"/{plan.path}/{name}_mean: differs from the mean of the source frames")
+                if not np.array_equal(group[f"{name}_max"][:], asm.max[c]):
+                    problems.append(f"/{plan.path}/{name}_max: differs from the max of the source frames")
+        return problems
+
+
+# --------------------------------------------------------------------------------------------
+# whisker videos
+# --------------------------------------------------------------------------------------------
+
+MP4_CHUNK = 4 << 20  # bytes per chunk of /video/mp4 (uncompressed: mp4 is compressed already)
+
+
+def _probe(data: bytes, name: str) -> VideoInfo:
+    return probe_video(data, name=name)
+
+
+class VideoWriter:
+    """Appends each trial's mp4 to ``/video/mp4`` in whole chunks; decodes (indexes) it in a task."""
+
+    path = "video"
+
+    def __init__(self, groups: Mapping[str, xr.Dataset], *, store: Any, pipe: Pipe):
+        trials, whisker = groups["trials"], groups.get("whisker")
+        self.trial_ids = trials["trial"].values
+        self.trial_start = dict(zip(self.trial_ids.tolist(), trials["start_time"].values.tolist(), strict=True))
+        self.whisker = ((whisker["time"].values, whisker["trial"].values) if whisker is not None
+                        else (np.zeros(0), np.zeros(0, np.int64)))
+        self.store, self.pipe = store, pipe
+        self.files: dict[int, VideoFile] = {}
+        self.infos: dict[int, VideoInfo] = {}
+        self.buffer, self.flushed, self.array = bytearray(), 0, None
+
+    @staticmethod
+    def wants(name: str) -> bool:
+        return bool(MP4.search(name))
+
+    def add(self, name: str, source: bytes | Path) -> None:
+        data = _read(source)
+        trial = trial_of(name, self.trial_ids)
+        if trial in self.files:
+            raise InconsistentSourceError(name, f"is a second video of trial {trial} (the first is "
+                                          f"{self.files[trial].name})")
+        self.files[trial] = VideoFile(trial, name, self.flushed + len(self.buffer), len(data), google_crc32c.value(data))
+        if self.array is None:
+            group = zarr.open_group(self.store, path=self.path, mode="w", zarr_format=3)
+            self.array = group.create_array("mp4", shape=(0,), chunks=(MP4_CHUNK,), dtype="uint8", fill_value=0,
+                                            compressors=None, dimension_names=("byte",), attributes={
+                                                "description": "every trial's mp4 file, byte-exact, concatenated: "
+                                                "trial k is mp4[byte_offset[k]:byte_offset[k] + byte_count[k]]"})
+        self.buffer += data
+        self._flush(len(self.buffer) // MP4_CHUNK * MP4_CHUNK)
+        self.pipe.submit(_probe, data, name, then=lambda info, t=trial: self.infos.__setitem__(t, info))
+
+    def _flush(self, n: int) -> None:
+        if n == 0 or self.array is None:
+            return
+        chunk = np.frombuffer(bytes(self.buffer[:n]), np.uint8)
+        self.array.resize((self.flushed + n,))
+        self.array[self.flushed: self.flushed + n] = chunk
+        del self.buffer[:n]
+        self.flushed += n
+
+    def finish(self) -> tuple[list[str], list[str]]:
+        """Write the tail and the frame index, mark the group; ``(written, warnings)``."""
+        if self.array is None:
+            return [], ["no whisker video (*.mp4) found in the source: /video not written"]
+        self._flush(len(self.buffer))
+        self.pipe.drain()
+        ds = video_index(list(self.files.values()), self.infos, self.trial_start, *self.whisker)
+        with _quiet():
+            ds.to_zarr(self.store, group=self.path, mode="a", zarr_format=3, consolidated=False)
+        zarr.open_group(self.store, path=self.path, mode="r+", zarr_format=3).attrs[write.WRITTEN] = True
+        return [self.path], []
+
+
+class VideoVerifier:
+    """Compares each source mp4 with the stored bytes, and its decoded frames with the frame index."""
+
+    def __init__(self, store: Any):
+        try:
+            self.ds: xr.Dataset | None = xr.open_dataset(store, group="video", engine="zarr", consolidated=False,
+                                                         chunks=None)
+        except (KeyError, FileNotFoundError, OSError):
+            self.ds = None
+        self.problems: list[str] = []
+        self.seen: set[int] = set()
+        self.wants = VideoWriter.wants
+
+    def add(self, name: str, source: bytes | Path) -> None:
+        data = _read(source)
+        if self.ds is None:
+            self.problems.append(f"/video: missing from the store, but the source has {name}")
+            return
+        trial = trial_of(name, self.ds["trial"].values)
+        self.seen.add(trial)
+        row = self.ds.sel(trial=trial)
+        start, size = int(row["byte_offset"]), int(row["byte_count"])
+        if size != len(data) or self.ds["mp4"][start: start + size].values.tobytes() != data:
+            self.problems.append(f"/video/mp4: the bytes of trial {trial} differ from {name}")
+        info = probe_video(data, name=name, decode_format=str(row["decode_format"].values))
+        frames = slice(int(row["first_frame"]), int(row["first_frame"]) + int(row["n_frames"]))
+        for var, want in (("frame_pts", info.pts), ("frame_keyframe", info.keyframe), ("frame_crc32c", info.crc32c)):
+            if not np.array_equal(self.ds[var][frames].values, want):
+                self.problems.append(f"/video/{var}: trial {trial} differs from the decoded frames of {name}")
+
+    def finish(self) -> list[str]:
+        if self.ds is not None:
+            for trial in sorted(set(self.ds["trial"].values.tolist()) - self.seen):
+                self.problems.append(f"/video: trial {trial} is in the store but its mp4 is not in the source")
+        return self.problems
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """xarray warns about variable-length strings having no zarr v3 spec; they are fine here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# the step the pipeline calls, and verification
+# --------------------------------------------------------------------------------------------
+
+
+def stream_raw(src: str | Path, stacks: RawStacks, videos: VideoWriter | VideoVerifier | None,
+               tar_records: list[SourceRecord]) -> None:
+    """One pass over the raw members of ``src``: TIFFs to ``stacks``, mp4s to ``videos``."""
+    def want(name: str) -> bool:
+        return stacks.wants(name) or (videos is not None and videos.wants(name))
+
+    def order(name: str) -> tuple:
+        return stacks.order(name) if stacks.wants(name) else (1, name)
+
+    if not stacks.plans and videos is None:
+        if is_tar(src):
+            tar_records.append(_hash_file(Path(src)))
+        return
+    for name, data in iter_raw_members(src, want, order, tar_records):
+        if stacks.wants(name):
+            stacks.add(name, data)
+        elif videos is not None:
+            videos.add(name, data)
+
+
+def _hash_file(path: Path) -> SourceRecord:
+    with path.open("rb") as raw:
+        hashing = HashingReader(raw)
+        hashing.drain()
+    return SourceRecord(path.name, hashing.size, hashing.sha.hexdigest())
+
+
+@dataclass
+class RawStep:
+    """``--raw``: write ``/raw/subvolume_NN`` and ``/video`` from ``src`` (called by the pipeline,
+    inside its task runner, before finalise). Adds the tarball's record and the warnings to
+    ``attrs["provenance"]``.
+
+    >>> step = RawStep("an197522_2013_03_08.tar.gz", groups, ConversionSpec(raw=True))  # doctest: +SKIP
+    >>> step(store, url, run, done=set(), attrs=attrs, warnings=[])                      # doctest: +SKIP
+    ['raw/subvolume_01', 'raw/subvolume_02', 'video']
+    """
+
+    src: str | Path
+    groups: Mapping[str, xr.Dataset]
+    spec: ConversionSpec
+    layout: RawLayout = LAYOUT
+
+    def __call__(self, store: Any, url: str, run: Any, done: set[str], attrs: dict, messages: list[str]) -> list[str]:
+        pipe = Pipe(run, limit=_in_flight(run))
+        stacks = RawWriter(plan_raw(self.groups), self.spec, self.layout, store=store, url=url, pipe=pipe, done=done)
+        videos = VideoWriter(self.groups, store=store, pipe=pipe) if self.spec.video and "video" not in done else None
+        tar_records: list[SourceRecord] = []
+        stream_raw(self.src, stacks, videos, tar_records)
+        written = stacks.finish()
+        video_written, video_warnings = videos.finish() if videos is not None else ([], [])
+        new = [w for ws in stacks.warnings.values() for w in ws] + video_warnings + _done_warnings(store, done)
+        attrs["provenance"]["sources"] += [r.to_dict() for r in tar_records]
+        attrs["provenance"]["warnings"] += new
+        messages += new
+        return written + video_written
+
+
+def _in_flight(run: Any) -> int:
+    if hasattr(run, "max_pending"):
+        return int(run.max_pending)
+    client = getattr(run, "client", None)
+    if client is not None:
+        return len(client.scheduler_info().get("workers", {})) + 1
+    pool = getattr(run, "pool", None)
+    return getattr(pool, "_max_workers", 1) + 1 if pool is not None else 1
+
+
+def _done_warnings(store: Any, done: set[str]) -> list[str]:
+    """Warnings recorded by raw groups written before a resume."""
+    out: list[str] = []
+    for path in sorted(p for p in done if p.startswith("raw/")):
+        out += list(zarr.open_group(store, path=path, mode="r", zarr_format=3).attrs.get("warnings", []))
+    return out
+
+
+def verify_raw(src: str | Path, store: Any, groups: Mapping[str, xr.Dataset], spec: ConversionSpec,
+               attrs: dict) -> list[str]:
+    """Re-read the raw members of ``src`` and compare them with the store (see ``RawVerifier``).
+
+    Adds the tarball's record to ``attrs["provenance"]["sources"]`` like the conversion did.
+    """
+    stacks = RawVerifier(plan_raw(groups), spec, _stored_layout(store, groups), store=store)
+    videos = VideoVerifier(store) if spec.video else None
+    tar_records: list[SourceRecord] = []
+    stream_raw(src, stacks, videos, tar_records)
+    stacks.close_blocks()
+    attrs["provenance"]["sources"] += [r.to_dict() for r in tar_records]
+    return stacks.problems + stacks.summaries() + (videos.finish() if videos is not None else [])
+
+
+def _has_group(store: Any, path: str) -> bool:
+    try:
+        zarr.open_group(store, path=path, mode="r", zarr_format=3)
+    except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+    return True
+
+
+def _stored_layout(store: Any, groups: Mapping[str, xr.Dataset]) -> RawLayout:
+    for plan in plan_raw(groups):
+        try:
+            layout = zarr.open_group(store, path=plan.path, mode="r", zarr_format=3).attrs.get("layout")
+        except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
+            continue
+        if layout:
+            return RawLayout.from_attrs(layout)
+    return LAYOUT

@@ -1,0 +1,539 @@
+"""Raw imaging stacks and whisker videos: readers, the raw pass, verification, user-side decoding.
+
+A small session is built here (TIFFs at the FORMATS.md §1.1 paths, mp4s made with PyAV, and the
+labeled imaging/trials/whisker groups the .mat reader would give); expected values always come
+from what was written, never from the converter reading it back.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from sscxr.errors import InconsistentSourceError, SourceFormatError, StoreExistsError
+
+av = pytest.importorskip("av")
+tifffile = pytest.importorskip("tifffile")
+
+from sscxr_conversion import raw, write  # noqa: E402
+from sscxr_conversion.readers.tiff import open_stack, pixel_crc32c  # noqa: E402
+from sscxr_conversion.readers.video import probe_video, trial_of  # noqa: E402
+from sscxr_conversion.spec import ConversionSpec  # noqa: E402
+from sscxr_conversion.tasks import runner  # noqa: E402
+
+LAYOUT = raw.RawLayout(shard_frames=4, shard_px=8, chunk=(2, 8, 8))
+TIFF_DIR = "imaging_data/fov_{vv:02d}{ppp:03d}/fluo_batch_out"
+TIFF_NAME = "Image_Registration_4_an197522_2013_03_08_main_{n:03d}.tif"
+
+
+# --------------------------------------------------------------------------------------------
+# a small session: TIFFs, mp4s and the groups the .mat reader would give
+# --------------------------------------------------------------------------------------------
+
+
+def interleaved_tiff(green: np.ndarray, red: np.ndarray) -> bytes:
+    """A two-channel stack as the registration writes it: pages green, red, green, red, ..."""
+    pages = np.empty((2 * len(green), *green.shape[1:]), np.uint16)
+    pages[0::2], pages[1::2] = green, red
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tif:
+        for page in pages:
+            tif.write(page, contiguous=False, photometric="minisblack")
+    return buf.getvalue()
+
+
+def mp4_bytes(n_frames: int, seed: int, shape: tuple[int, int] = (32, 48)) -> tuple[bytes, list[np.ndarray]]:
+    """An h264 mp4 at 500 Hz and its frames as PyAV decodes them (gray)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=500)
+        stream.width, stream.height, stream.pix_fmt = shape[1], shape[0], "yuv420p"
+        stream.codec_context.gop_size = 8
+        for i in range(n_frames):
+            img = ((np.add.outer(np.arange(shape[0]), np.arange(shape[1])) * 3 + i * 7 + seed) % 256).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="gray")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = buf.getvalue()
+    with av.open(io.BytesIO(data)) as src:
+        frames = [f.to_ndarray(format="gray") for f in src.decode(video=0)]
+    return data, frames
+
+
+@dataclass
+class Session:
+    root: Path
+    groups: dict[str, xr.Dataset]
+    green: dict[str, np.ndarray] = field(default_factory=dict)  # path -> (plane, time, y, x), 0 = absent
+    red: dict[str, np.ndarray] = field(default_factory=dict)
+    present: dict[str, np.ndarray] = field(default_factory=dict)
+    videos: dict[int, tuple[str, bytes, list[np.ndarray]]] = field(default_factory=dict)
+
+
+def make_session(root: Path, *, shape: tuple[int, int] = (16, 16), files: int = 2, frames: int = 5,
+                 seed: int = 0) -> Session:
+    """Two subvolumes x two planes; frame 3 of plane 0 of subvolume 1 has a NaN index."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    trials = xr.Dataset(coords={"trial": [1, 2, 3, 4]}, data_vars={"start_time": ("trial", [10.0, 20.0, 30.0, 40.0])})
+    w_time = np.r_[10.1 + np.arange(12) * 0.002, 20.1 + np.arange(9) * 0.002]
+    whisker = xr.Dataset(coords={"time": w_time, "trial": ("time", np.r_[np.full(12, 1), np.full(9, 2)])})
+    session = Session(root, {"trials": trials, "whisker": whisker})
+    for vv in (1, 2):
+        _subvolume(session, rng, vv, shape, files, frames)
+    for trial, n in ((1, 12), (2, 10)):
+        data, decoded = mp4_bytes(n, seed=trial)
+        name = f"whisker_video/an197522_2013_03_08_trial_{trial:03d}.mp4"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+        session.videos[trial] = (name, data, decoded)
+    return session
+
+
+def _subvolume(session: Session, rng: np.random.Generator, vv: int, shape: tuple[int, int], files: int,
+               frames: int) -> None:
+    n_time, planes = files * frames, [2, 3]
+    green = np.zeros((2, n_time, *shape), np.uint16)
+    red = np.zeros_like(green)
+    file_index = np.repeat(np.arange(files), frames)[None].repeat(2, 0)
+    frame_index = np.tile(np.arange(frames), files)[None].repeat(2, 0)
+    names = []
+    for p, ppp in enumerate(planes):
+        folder = TIFF_DIR.format(vv=vv, ppp=ppp)
+        names.append([f"/lab/an197522/{folder}/{TIFF_NAME.format(n=f + 1)}" for f in range(files)])
+        for f in range(files):
+            g = rng.integers(0, 65535, (frames, *shape), dtype=np.uint16)
+            r = rng.integers(0, 65535, (frames, *shape), dtype=np.uint16)
+            (session.root / folder).mkdir(parents=True, exist_ok=True)
+            (session.root / folder / TIFF_NAME.format(n=f + 1)).write_bytes(interleaved_tiff(g, r))
+            green[p, f * frames: (f + 1) * frames], red[p, f * frames: (f + 1) * frames] = g, r
+    present = np.ones((2, n_time), bool)
+    if vv == 1:
+        file_index[0, 3] = frame_index[0, 3] = -1
+        present[0, 3] = False
+        green[0, 3] = red[0, 3] = 0
+    time = 10.0 + vv * 100 + np.arange(n_time) * 0.14
+    ds = xr.Dataset(coords={"time": ("time", time), "trial": ("time", np.full(n_time, vv)), "plane": planes,
+                            "frame_time": (("plane", "time"), time[None] + np.array([[0.035], [0.07]]))})
+    ds["source_file"] = (("plane", "file"), np.array(names))
+    ds["source_file_index"] = (("plane", "time"), file_index)
+    ds["source_frame_index"] = (("plane", "time"), frame_index)
+    path = f"raw/subvolume_{vv:02d}"
+    session.groups[f"imaging/subvolume_{vv:02d}"] = ds
+    session.green[path], session.red[path], session.present[path] = green, red, present
+
+
+def convert_raw(src: Path | str, session: Session, url: str, *, spec: ConversionSpec | None = None,
+                resume: bool = False, workers: int | None = None) -> tuple[list[str], dict, list[str]]:
+    """The pipeline's raw step alone: template root, RawStep inside a runner, finalise."""
+    spec = spec or ConversionSpec(archive="ssc-1", raw=True, red=True)
+    store = write.open_store(url, None, mode="w")
+    attrs = {"archive": "ssc-1", "provenance": {"sources": [], "warnings": [], "spec": spec.to_dict()}}
+    done = write.prepare(store, url, overwrite=not resume, resume=resume, attrs=attrs)
+    messages: list[str] = []
+    with runner(url, None, workers=workers) as run:
+        written = raw.RawStep(src, session.groups, spec, LAYOUT)(store, url, run, done, attrs, messages)
+    write.finalise(store, attrs)
+    return written, attrs, messages
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    return make_session(tmp_path_factory.mktemp("raw") / "an197522_2013_03_08")
+
+
+@pytest.fixture(scope="module")
+def converted(session: Session, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str], dict]:
+    url = str(tmp_path_factory.mktemp("store") / "an197522_2013_03_08.zarr")
+    written, attrs, messages = convert_raw(session.root, session, url)
+    return url, written, attrs
+
+
+def copy_session(session: Session, dest: Path) -> Session:
+    shutil.copytree(session.root, dest)
+    return Session(dest, session.groups, session.green, session.red, session.present, session.videos)
+
+
+# --------------------------------------------------------------------------------------------
+# readers
+# --------------------------------------------------------------------------------------------
+
+
+def test_tiff_frames_are_deinterleaved_views_from_bytes_or_path(tmp_path: Path) -> None:
+    green = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
+    data = interleaved_tiff(green, green + 1000)
+    (tmp_path / "x.tif").write_bytes(data)
+    for source in (data, tmp_path / "x.tif"):
+        with open_stack(source, name="x.tif") as stack:
+            assert (stack.n_frames, stack.frame_shape) == (3, (4, 5))
+            np.testing.assert_array_equal(stack.frame(2, 0), green[2])
+            np.testing.assert_array_equal(stack.frame(1, 1), green[1] + 1000)
+    with open_stack(data, name="x.tif") as stack:
+        assert np.shares_memory(stack.frame(0), np.frombuffer(data, np.uint8))
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.98])
+def test_truncated_tiff_names_file_and_frame(cut: float) -> None:
+    data = interleaved_tiff(*np.ones((2, 4, 8, 8), np.uint16))
+    with pytest.raises(SourceFormatError, match=r"main_007\.tif.*frame \d") as info:
+        open_stack(data[: int(len(data) * cut)], name="fov_01002/main_007.tif")
+    assert "truncated" in str(info.value)
+
+
+def test_tiff_with_an_odd_page_count_is_an_incomplete_frame() -> None:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.ones((5, 8, 8), np.uint16), photometric="minisblack")
+    with pytest.raises(InconsistentSourceError, match=r"5 pages.*last frame \(3\)"):
+        open_stack(buf.getvalue(), name="odd.tif")
+
+
+def test_probe_video_indexes_every_frame() -> None:
+    data, frames = mp4_bytes(20, seed=0)
+    info = probe_video(data, name="t_001.mp4")
+    assert info.n_frames == 20 and info.decode_format == "gray" and info.keyframe[0]
+    assert np.all(np.diff(info.pts) > 0)
+    assert info.crc32c.tolist() == [pixel_crc32c(f) for f in frames]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_video_names_file_and_frame(damage: str) -> None:
+    data = bytearray(mp4_bytes(30, seed=1)[0])
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 3: len(data) // 3 + 300] = bytes(300)
+    with pytest.raises(SourceFormatError, match=r"trial_005\.mp4.*frame \d+"):
+        probe_video(bytes(data), name="whisker/trial_005.mp4")
+
+
+def test_trial_of_reads_the_trial_token_or_the_last_number() -> None:
+    ids = np.array([1, 2, 12])
+    assert trial_of("v/an197522_2013_03_08_trial_012.mp4", ids) == 12
+    assert trial_of("v/an197522_2013_03_08-0002.mp4", ids) == 2
+    with pytest.raises(InconsistentSourceError, match="trial 7"):
+        trial_of("v/an197522_2013_03_08_trial_7.mp4", ids)
+
+
+# --------------------------------------------------------------------------------------------
+# the raw pass
+# --------------------------------------------------------------------------------------------
+
+
+def test_raw_frames_match_the_tiff_pixels(session: Session, converted: tuple) -> None:
+    url, written, _ = converted
+    assert written == ["raw/subvolume_01", "raw/subvolume_02", "video"]
+    for path in session.green:
+        ds = xr.open_dataset(url, group=path, engine="zarr", chunks=None)
+        assert ds["green"].dims == ("plane", "time", "y", "x") and ds["green"].dtype == np.uint16
+        np.testing.assert_array_equal(ds["green"].values, session.green[path])
+        np.testing.assert_array_equal(ds["red"].values, session.red[path])
+        np.testing.assert_array_equal(ds["frame_present"].values, session.present[path])
+        imaging = session.groups[path.replace("raw/", "imaging/")]
+        np.testing.assert_array_equal(ds["time"].values, imaging["time"].values)  # frame t == dff frame t
+        np.testing.assert_array_equal(ds["frame_time"].values, imaging["frame_time"].values)
+        assert "block_written" not in ds and ds.attrs["sscxr_written"]
+
+
+def test_summary_images_equal_numpy_over_present_frames(session: Session, converted: tuple) -> None:
+    url = converted[0]
+    ds = xr.open_dataset(url, group="raw/subvolume_01", engine="zarr", chunks=None)
+    present = session.present["raw/subvolume_01"]
+    for name, frames in (("green", session.green["raw/subvolume_01"]), ("red", session.red["raw/subvolume_01"])):
+        for p in range(2):
+            np.testing.assert_allclose(ds[f"{name}_mean"][p], frames[p][present[p]].mean(axis=0), rtol=1e-12)
+            np.testing.assert_array_equal(ds[f"{name}_max"][p], frames[p].max(axis=0))
+
+
+def test_one_frame_and_one_pixel_tile_read_back(session: Session, converted: tuple) -> None:
+    green = zarr.open_array(converted[0], path="raw/subvolume_02/green", mode="r")
+    truth = session.green["raw/subvolume_02"]
+    assert green.shards == (1, LAYOUT.shard_frames, 8, 8) and green.chunks == (1, 2, 8, 8)
+    np.testing.assert_array_equal(green[1, 7], truth[1, 7])
+    np.testing.assert_array_equal(green[0, :, 4:8, 8:12], truth[0, :, 4:8, 8:12])
+
+
+def test_raw_checksums_and_sources_are_recorded(session: Session, converted: tuple) -> None:
+    ds = xr.open_dataset(converted[0], group="raw/subvolume_02", engine="zarr", chunks=None)
+    truth = session.green["raw/subvolume_02"]
+    assert ds["green_crc32c"].values[1, 4] == pixel_crc32c(truth[1, 4])
+    names = [r["name"] for r in ds.attrs["source_files"]]
+    assert len(names) == 4 and all(n.startswith("imaging_data/fov_02") for n in names)
+
+
+def test_video_bytes_are_the_mp4_files_exactly(session: Session, converted: tuple) -> None:
+    video = xr.open_dataset(converted[0], group="video", engine="zarr", chunks=None)
+    assert video["trial"].values.tolist() == [1, 2]
+    for trial, (name, data, frames) in session.videos.items():
+        row = video.sel(trial=trial)
+        start = int(row["byte_offset"])
+        assert video["mp4"].values[start: start + int(row["byte_count"])].tobytes() == data
+        assert int(row["n_frames"]) == len(frames) and str(row["source_file"].values) == name
+    times = video["frame_time"].values[video["frame_trial"].values == 1]
+    w = session.groups["whisker"]
+    np.testing.assert_array_equal(times, w["time"].values[w["trial"].values == 1])  # one sample per frame
+    assert video.sel(trial=2)["frame_time_rule"].values == "whisker_rate"
+
+
+def test_video_frames_are_lazy_and_equal_the_decoded_mp4(session: Session, converted: tuple) -> None:
+    from sscxr.video import video_frames
+
+    tree = xr.open_datatree(converted[0], engine="zarr", chunks={})
+    frames = video_frames(tree, trial=1)
+    assert frames.variable._data.array._bytes is None  # nothing fetched yet
+    truth = session.videos[1][2]
+    np.testing.assert_array_equal(frames.values, np.stack(truth))
+    np.testing.assert_array_equal(frames.isel(time=[9, 2]).values, np.stack([truth[9], truth[2]]))
+    at = video_frames(tree, trial=2, time=float(frames["time"][0]) + 10.0)  # trial 2 starts 10 s later
+    np.testing.assert_array_equal(at.values, session.videos[2][2][0])
+    with pytest.raises(KeyError, match="trial 3 has no video"):
+        video_frames(tree, trial=3)
+
+
+def test_verify_passes_and_finds_a_changed_frame(session: Session, converted: tuple, tmp_path: Path) -> None:
+    url = str(tmp_path / "copy.zarr")
+    shutil.copytree(converted[0], url)
+    spec = ConversionSpec(archive="ssc-1", raw=True, red=True)
+    store = write.open_store(url, None, mode="w")
+    attrs = {"provenance": {"sources": []}}
+    assert raw.verify_raw(session.root, store, session.groups, spec, attrs) == []
+    zarr.open_array(store, path="raw/subvolume_02/red", mode="r+")[1, 6, 0, 0] += 1
+    problems = raw.verify_raw(session.root, store, session.groups, spec, attrs)
+    assert any("red frame(s) differ" in p and "raw/subvolume_02" in p and "time 6" in p for p in problems)
+
+
+def test_green_only_without_red(session: Session, tmp_path: Path) -> None:
+    spec = ConversionSpec(archive="ssc-1", raw=True, red=False, video=False)
+    written, _, _ = convert_raw(session.root, session, str(tmp_path / "g.zarr"), spec=spec)
+    ds = xr.open_dataset(str(tmp_path / "g.zarr"), group="raw/subvolume_01", engine="zarr", chunks=None)
+    assert "red" not in ds and "green" in ds and "video" not in written
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------------
+
+
+def _first_tiff(root: Path, vv: int = 2, ppp: int = 3, n: int = 2) -> Path:
+    return root / TIFF_DIR.format(vv=vv, ppp=ppp) / TIFF_NAME.format(n=n)
+
+
+def test_absent_file_is_an_error_naming_it(session: Session, tmp_path: Path) -> None:
+    copy = copy_session(session, tmp_path / "src")
+    _first_tiff(copy.root).unlink()
+    with pytest.raises(SourceFormatError, match=r"fov_02003/fluo_batch_out/.*main_002\.tif.*not in the source") as info:
+        convert_raw(copy.root, copy, str(tmp_path / "s.zarr"))
+    assert "--allow-missing" in str(info.value)
+
+
+def test_absent_file_with_allow_missing_is_masked_and_warned(session: Session, tmp_path: Path) -> None:
+    copy = copy_session(session, tmp_path / "src")
+    _first_tiff(copy.root).unlink()
+    spec = ConversionSpec(archive="ssc-1", raw=True, red=True, allow_missing=True, video=False)
+    url = str(tmp_path / "s.zarr")
+    _, attrs, messages = convert_raw(copy.root, copy, url, spec=spec)
+    ds = xr.open_dataset(url, group="raw/subvolume_02", engine="zarr", chunks=None)
+    assert not ds["frame_present"].values[1, 5:].any() and ds["frame_present"].values[1, :5].all()
+    assert (ds["green"].values[1, 5:] == 0).all()
+    np.testing.assert_array_equal(ds["green"].values[1, :5], session.green["raw/subvolume_02"][1, :5])
+    assert any("main_002.tif" in w and "masked" in w for w in attrs["provenance"]["warnings"])
+    assert messages == attrs["provenance"]["warnings"]
+
+
+def test_frame_count_disagreeing_with_the_index_names_file_and_frame(session: Session, tmp_path: Path) -> None:
+    copy = copy_session(session, tmp_path / "src")
+    short = np.ones((3, 16, 16), np.uint16)
+    _first_tiff(copy.root).write_bytes(interleaved_tiff(short, short))
+    with pytest.raises(InconsistentSourceError, match=r"main_002\.tif.*holds 3 frames.*frame 4"):
+        convert_raw(copy.root, copy, str(tmp_path / "s.zarr"))
+
+
+def test_truncated_tiff_in_a_conversion_names_the_file(session: Session, tmp_path: Path) -> None:
+    copy = copy_session(session, tmp_path / "src")
+    path = _first_tiff(copy.root)
+    path.write_bytes(path.read_bytes()[:-700])
+    with pytest.raises(SourceFormatError, match=r"main_002\.tif.*frame \d"):
+        convert_raw(copy.root, copy, str(tmp_path / "s.zarr"))
+
+
+def test_corrupt_video_in_a_conversion_names_file_and_frame(session: Session, tmp_path: Path) -> None:
+    copy = copy_session(session, tmp_path / "src")
+    path = copy.root / copy.videos[2][0]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3: len(data) // 3 + 200] = bytes(200)
+    path.write_bytes(bytes(data))
+    with pytest.raises(SourceFormatError, match=r"trial_002\.mp4.*frame \d+"):
+        convert_raw(copy.root, copy, str(tmp_path / "s.zarr"))
+
+
+# --------------------------------------------------------------------------------------------
+# streaming, resume, workers
+# --------------------------------------------------------------------------------------------
+
+
+def test_tar_gz_source_is_streamed_without_extraction(session: Session, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    tarball = tmp_path / "an197522_2013_03_08.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(session.root, arcname=session.root.name)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    before = {p for p in tmp_path.rglob("*")}
+    url = str(tmp_path / "t.zarr")
+    _, attrs, _ = convert_raw(tarball, session, url)
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert all(Path(url) in p.parents or p == Path(url) for p in created), "only the store is written"
+    assert not any(scratch.iterdir())
+    assert attrs["provenance"]["sources"][-1]["name"] == tarball.name
+    ds = xr.open_dataset(url, group="raw/subvolume_01", engine="zarr", chunks=None)
+    np.testing.assert_array_equal(ds["green"].values, session.green["raw/subvolume_01"])
+    video = xr.open_dataset(url, group="video", engine="zarr", chunks=None)
+    assert video["trial"].values.tolist() == [1, 2]
+
+
+def test_resume_after_an_interrupted_raw_conversion(session: Session, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    url = str(tmp_path / "r.zarr")
+    calls: list[tuple] = []
+    original = raw.write_block
+
+    def failing(url_: str, path: str, names: tuple, block: raw.Block) -> tuple:
+        if len(calls) == 4:
+            raise OSError("connection lost")
+        calls.append((path, block.plane, block.index))
+        return original(url_, path, names, block)
+
+    monkeypatch.setattr(raw, "write_block", failing)
+    spec = ConversionSpec(archive="ssc-1", raw=True, red=True, video=False)
+    with pytest.raises(OSError, match="connection lost"):
+        convert_raw(session.root, session, url, spec=spec)
+    group = zarr.open_group(url, path="raw/subvolume_01", mode="r")
+    assert "block_written" in group.array_keys() and group["block_written"][:].sum() >= 1
+    first = list(calls)
+    calls.clear()
+    monkeypatch.setattr(raw, "write_block", lambda *a: (calls.append(a[1:3]), original(*a))[1])
+    convert_raw(session.root, session, url, spec=spec, resume=True)
+    for path in session.green:
+        ds = xr.open_dataset(url, group=path, engine="zarr", chunks=None)
+        np.testing.assert_array_equal(ds["green"].values, session.green[path])
+        np.testing.assert_array_equal(ds["red"].values, session.red[path])
+    assert len(calls) + len(first) == 12  # 2 subvolumes x 2 planes x ceil(10 / 4) blocks, none twice
+
+
+def test_resume_refuses_a_changed_source(session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = copy_session(session, tmp_path / "src")
+    url = str(tmp_path / "r.zarr")
+    spec = ConversionSpec(archive="ssc-1", raw=True, red=True, video=False)
+    original, count = raw.write_block, []
+
+    def failing(*args: object) -> tuple:
+        if len(count) == 3:
+            raise OSError("killed")
+        count.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(raw, "write_block", failing)
+    with pytest.raises(OSError):
+        convert_raw(copy.root, copy, url, spec=spec)
+    monkeypatch.setattr(raw, "write_block", original)
+    g = np.full((5, 16, 16), 7, np.uint16)
+    (copy.root / TIFF_DIR.format(vv=1, ppp=2) / TIFF_NAME.format(n=1)).write_bytes(interleaved_tiff(g, g))
+    with pytest.raises(StoreExistsError, match="source changed"):
+        convert_raw(copy.root, copy, url, spec=spec, resume=True)
+
+
+@pytest.mark.timeout(120)
+def test_two_dask_workers_write_the_same_store(session: Session, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    url = str(tmp_path / "w.zarr")
+    convert_raw(session.root, session, url, workers=2)
+    for path in session.green:
+        ds = xr.open_dataset(url, group=path, engine="zarr", chunks=None)
+        np.testing.assert_array_equal(ds["green"].values, session.green[path])
+    video = xr.open_dataset(url, group="video", engine="zarr", chunks=None)
+    assert int(video["n_frames"].sum()) == 22
+
+
+# --------------------------------------------------------------------------------------------
+# end to end: synthetic archive (sscxr.testing.archives) -> sscxr_conversion.convert -> verify
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from sscxr.testing.archives import write_ssc1_session
+
+    root = tmp_path_factory.mktemp("archive") / "an197522_2013_03_08"
+    return write_ssc1_session(root, preset="tiny", seed=3, raw=True, video=True, image_size=32, frames_per_tiff=150,
+                              n_video_trials=2, whisker_s=0.5, tar="tar.gz")
+
+
+def expected_stack(truth, sv, channel: int) -> np.ndarray:  # noqa: ANN001
+    """(plane, time, y, x) from the writer's truth: its pages placed by sourceFileFrameIdx."""
+    size = truth.params.image_size
+    out = np.zeros((len(sv.planes), len(sv.time_ms), size, size), np.uint16)
+    for p, (names, idx) in enumerate(zip(sv.source_file_list, sv.source_file_frame_idx, strict=True)):
+        for t in np.flatnonzero(np.isfinite(idx[0])):
+            name = names[int(idx[0, t]) - 1]
+            out[p, t] = truth.tiff_pages(name[name.index("imaging_data/"):])[2 * (int(idx[1, t]) - 1) + channel]
+    return out
+
+
+@pytest.mark.parametrize("source", ["folder", "tar.gz"])
+def test_convert_raw_end_to_end_matches_the_archive(archive, source: str, tmp_path: Path) -> None:  # noqa: ANN001
+    from sscxr.video import video_frames
+    from sscxr_conversion import convert, verify
+
+    src = archive.directory if source == "folder" else archive.tar_path
+    url = str(tmp_path / "an197522_2013_03_08.zarr")
+    result = convert(src, url, spec=ConversionSpec(raw=True, red=True), progress=False)
+    assert {f"raw/subvolume_{sv.vv:02d}" for sv in archive.subvolumes} | {"video"} <= set(result.groups)
+    tree = xr.open_datatree(url, engine="zarr", chunks=None)
+    for sv in archive.subvolumes:
+        ds = tree[f"raw/subvolume_{sv.vv:02d}"].to_dataset()
+        np.testing.assert_array_equal(ds["green"].values, expected_stack(archive, sv, 0))
+        np.testing.assert_array_equal(ds["red"].values, expected_stack(archive, sv, 1))
+        np.testing.assert_array_equal(ds["frame_present"].values, np.isfinite(np.array(sv.source_file_frame_idx)[:, 0]))
+        np.testing.assert_array_equal(ds["time"].values, tree[f"imaging/subvolume_{sv.vv:02d}"]["time"].values)
+    video = tree["video"].to_dataset()
+    assert video["trial"].values.tolist() == sorted(archive.videos)
+    for trial, (name, time_ms) in archive.videos.items():
+        frames = video_frames(tree, trial)
+        np.testing.assert_allclose(frames["time"].values, np.asarray(time_ms) / 1000)
+        with av.open(str(archive.directory / name)) as mp4:
+            first = next(mp4.decode(video=0)).to_ndarray(format="gray")
+        np.testing.assert_array_equal(frames.isel(time=0).values, first)
+    if source == "tar.gz":
+        assert tree.attrs["provenance"]["sources"][-1]["name"] == archive.tar_path.name
+    assert verify(src, url) == []
+
+
+def test_convert_raw_skips_subvolumes_without_tiffs_and_warns(tmp_path: Path) -> None:
+    from sscxr.testing.archives import write_ssc1_session
+    from sscxr_conversion import convert
+
+    truth = write_ssc1_session(tmp_path / "an197522_2013_03_08", preset="tiny", seed=4, raw=True, raw_subvolumes=(1,),
+                               image_size=16, frames_per_tiff=200)
+    url = str(tmp_path / "s.zarr")
+    result = convert(truth.directory, url, spec=ConversionSpec(raw=True, video=False), progress=False)
+    assert "raw/subvolume_01" in result.groups and "raw/subvolume_02" not in result.groups
+    assert any("raw/subvolume_02: none of its" in w for w in result.warnings)
+    with pytest.raises(SourceFormatError, match="none of the .* listed TIFF files"):
+        convert(_only_mat(truth, tmp_path), str(tmp_path / "t.zarr"), spec=ConversionSpec(raw=True), progress=False)
+
+
+def _only_mat(truth, tmp_path: Path) -> Path:  # noqa: ANN001
+    folder = tmp_path / "mat_only"
+    folder.mkdir()
+    shutil.copy(truth.mat_path, folder / truth.mat_path.name)
+    return folder / truth.mat_path.name
