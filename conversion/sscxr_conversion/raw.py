@@ -7,11 +7,11 @@ archive order), so nothing is extracted to disk and each TIFF is read exactly on
    ``source_file_index`` / ``source_frame_index`` (FORMATS.md §1.3.3), where every frame of every
    plane comes from; raw frame ``t`` is the same instant as ``dff`` frame ``t``.
 2. **Assemble** (:class:`_Assembler`): each TIFF's frames are copied into per-(plane, block)
-   buffers of ``shard_frames`` frames; a full block yields its per-frame crc32c and its part of
-   the summary images (sum, max), so these cost no extra read.
+   buffers of ``shard_frames`` frames (reused, see :class:`BufferPool`).
 3. **Write** (:class:`RawWriter`): the template (coords, sharded arrays) once, then one task per
-   full block writes whole shards (a region write; tasks never share a shard) and marks the block
-   done, so ``--resume`` skips it; the driver writes the summary images and marks the group.
+   full block computes its per-frame crc32c and its part of the summary images (sum, max: no
+   extra read), writes whole shards (a region write; tasks never share a shard) and marks the
+   block done, so ``--resume`` skips it; the driver writes the summary images and marks the group.
 
 Videos (``VideoWriter``) keep each trial's mp4 bytes exactly, concatenated in ``mp4`` (appended
 in whole chunks as the stream goes), with a frame index decoded by PyAV in tasks.
@@ -26,7 +26,8 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,14 @@ from sscxr.errors import InconsistentSourceError, SourceFormatError, StoreExists
 
 from . import write
 from .provenance import HashingReader, SourceRecord
-from .readers.tiff import CHANNELS, TiffStack, data_crc32c, open_stack, pixel_crc32c
+from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, data_crc32c, open_stack, pixel_crc32c,
+                           plan_raw)
 from .readers.video import VideoFile, VideoInfo, probe_video, trial_of, video_index
 from .source import is_tar
 from .spec import ConversionSpec
 from .tasks import options_for
 
-MISSING = -1
-TIFF = re.compile(r"\.tiff?$", re.IGNORECASE)
 MP4 = re.compile(r"\.mp4$", re.IGNORECASE)
-_FOV_DIR = re.compile(r"(?:^|/)(fov_\d{5})(?:/|$)")
 
 
 @dataclass(frozen=True)
@@ -83,93 +82,6 @@ class RawLayout:
 
 
 LAYOUT = RawLayout()
-
-
-# --------------------------------------------------------------------------------------------
-# plan: where each frame comes from
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RawPlan:
-    """One subvolume's raw stack: per plane, its files and (file, frame) per time index."""
-
-    path: str
-    coords: xr.Dataset
-    files: list[list[str]]
-    file_index: np.ndarray  # (plane, time), 0-based into files[plane], -1 missing
-    frame_index: np.ndarray  # (plane, time), 0-based frame within that file
-    frame_shape: tuple[int, int] | None = None
-
-    @property
-    def n_planes(self) -> int:
-        return self.file_index.shape[0]
-
-    @property
-    def n_time(self) -> int:
-        return self.file_index.shape[1]
-
-
-def plan_raw(groups: Mapping[str, xr.Dataset]) -> list[RawPlan]:
-    """A :class:`RawPlan` per imaging subvolume that names source files.
-
-    >>> plans = plan_raw(groups)          # doctest: +SKIP
-    >>> plans[0].path                     # doctest: +SKIP
-    'raw/subvolume_01'
-    """
-    plans = []
-    for name in sorted(k for k in groups if k.startswith("imaging/") and k.count("/") == 1):
-        ds = groups[name]
-        if "source_file" not in ds or not ds.sizes.get("file", 0):
-            continue
-        names = [[str(f) for f in row if str(f)] for row in ds["source_file"].values]
-        coords = ds[["time", "trial", "plane", "frame_time"]].drop_vars(
-            [v for v in ds.data_vars if v not in ("time", "trial", "plane", "frame_time")], errors="ignore")
-        plans.append(RawPlan(name.replace("imaging/", "raw/"), xr.Dataset(coords=coords.coords), names,
-                             ds["source_file_index"].values.astype(np.int64),
-                             ds["source_frame_index"].values.astype(np.int64),
-                             _master_shape(groups.get(f"{name}/rois"))))
-    return plans
-
-
-def _master_shape(rois: xr.Dataset | None) -> tuple[int, int] | None:
-    if rois is None or "master_image" not in rois:
-        return None
-    return int(rois.sizes["y"]), int(rois.sizes["x"])
-
-
-def file_key(path: str) -> tuple[str, str]:
-    """``(fov_VVPPP folder or "", base name)``: how a listed TIFF path meets an archive member.
-
-    >>> file_key(r"D:\\data\\imaging_data\\fov_01002\\fluo_batch_out\\x_main_001.tif")
-    ('fov_01002', 'x_main_001.tif')
-    """
-    p = path.replace("\\", "/")
-    fov = _FOV_DIR.search(p)
-    return (fov.group(1) if fov else "", p.rsplit("/", 1)[-1])
-
-
-class FileIndex:
-    """Which (plan, plane, file) each listed TIFF feeds, looked up by :func:`file_key`."""
-
-    def __init__(self, plans: list[RawPlan]):
-        self.by_key: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
-        self.by_base: dict[str, list[tuple[int, int, int]]] = {}
-        for i, plan in enumerate(plans):
-            for p, files in enumerate(plan.files):
-                for f, name in enumerate(files):
-                    key = file_key(name)
-                    self.by_key.setdefault(key, []).append((i, p, f))
-                    self.by_base.setdefault(key[1], []).append((i, p, f))
-
-    def lookup(self, member: str) -> list[tuple[int, int, int]]:
-        if not TIFF.search(member):
-            return []
-        key = file_key(member)
-        if key in self.by_key:
-            return self.by_key[key]
-        hits = self.by_base.get(key[1], [])
-        return hits if len({(h[0], h[1]) for h in hits}) == 1 else []  # base name alone only when unique
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,6 +327,18 @@ class _Assembler:
 # --------------------------------------------------------------------------------------------
 
 
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """``group[name]``, which must be an array (KeyError otherwise)."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise KeyError(f"{group.path}/{name} is a group, expected an array")
+    return node
+
+
+def _values(group: zarr.Group, name: str, key: Any = slice(None)) -> np.ndarray:
+    return np.asarray(_array(group, name)[key])
+
+
 def _divisor(n: int, at_most: int) -> int:
     """The largest divisor of ``n`` not above ``at_most`` (inner chunks must tile a shard)."""
     return next(d for d in range(min(n, at_most), 0, -1) if n % d == 0)
@@ -428,10 +352,11 @@ def create_template(store: Any, plan: RawPlan, shape: tuple[int, int], names: tu
     group = zarr.open_group(store, path=plan.path, mode="r+", zarr_format=3)
     (n_p, n_t), (ny, nx), ts = plan.file_index.shape, shape, layout.shard_frames
     shards, chunks = layout.shapes(shape)
-    per_frame = {"shape": (n_p, n_t), "chunks": (1, ts), "dimension_names": ("plane", "time")}
+    per_frame: dict[str, Any] = {"shape": (n_p, n_t), "chunks": (1, ts), "dimension_names": ("plane", "time")}
     for name in names:
         group.create_array(name, shape=(n_p, n_t, ny, nx), dtype="uint16", chunks=chunks, shards=shards,
-                           compressors=[BloscCodec(cname=layout.cname, clevel=layout.clevel, shuffle="shuffle")],
+                           compressors=[BloscCodec(cname=layout.cname, clevel=layout.clevel,  # type: ignore[arg-type]
+                                                   shuffle="shuffle")],
                            fill_value=0, dimension_names=("plane", "time", "y", "x"), attributes={
                                "coordinates": "trial frame_time", "units": "counts",
                                "description": f"registered {name} frames (TIFF pages {'even' if name == 'green' else 'odd'})"
@@ -470,7 +395,7 @@ def _resumable(store: Any, plan: RawPlan, names: tuple[str, ...], layout: RawLay
         return None
     keys = set(group.array_keys())
     same = ("block_written" in keys and all(n in keys for n in names) and group.attrs.get("layout") == layout.to_attrs()
-            and group[names[0]].shape[:2] == plan.file_index.shape)
+            and _array(group, names[0]).shape[:2] == plan.file_index.shape)
     return group if same else None
 
 
@@ -582,8 +507,9 @@ class RawWriter(RawStacks):
         group = _resumable(self.store, plan, self.names, self.layout)
         if group is None:
             group = create_template(self.store, plan, shape, self.names, self.layout)
-        self.groups[i], self.done_blocks[i] = group, group["block_written"][:]
-        return tuple(group[self.names[0]].shape[2:])  # type: ignore[return-value]
+        self.groups[i], self.done_blocks[i] = group, _values(group, "block_written")
+        ny, nx = _array(group, self.names[0]).shape[2:]
+        return ny, nx
 
     def _emit(self, i: int, block: Block) -> None:
         asm = self.assemblers[i]
@@ -594,12 +520,16 @@ class RawWriter(RawStacks):
             self.pool.give(block)
         else:
             self.pipe.submit(write_block, self.url, self.plans[i].path, self.names, block,
-                             then=lambda s, b=block: (asm.accumulate(s), self.pool.give(b)))
+                             then=partial(self._written, asm, block))
+
+    def _written(self, asm: _Assembler, block: Block, summary: BlockSummary) -> None:
+        asm.accumulate(summary)
+        self.pool.give(block)
 
     def _check_unchanged(self, i: int, block: Block, summary: BlockSummary) -> None:
         t = slice(block.t0, block.t0 + len(block.present))
         for c, name in enumerate(self.names):
-            if not np.array_equal(self.groups[i][f"{name}_crc32c"][block.plane, t], summary.crc[c]):
+            if not np.array_equal(_values(self.groups[i], f"{name}_crc32c", (block.plane, t)), summary.crc[c]):
                 raise StoreExistsError(
                     f"{self.url}: the {name} frames {t.start}..{t.stop - 1} of {self.plans[i].path} plane "
                     f"{int(self.plans[i].coords['plane'][block.plane])} written by the interrupted conversion differ "
@@ -638,7 +568,8 @@ class RawVerifier(RawStacks):
     def _start(self, i: int, shape: tuple[int, int]) -> tuple[int, int]:
         try:
             group = zarr.open_group(self.store, path=self.plans[i].path, mode="r", zarr_format=3)
-            return tuple(group[self.names[0]].shape[2:])  # type: ignore[return-value]
+            ny, nx = _array(group, self.names[0]).shape[2:]
+            return ny, nx
         except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
             self.problems.append(f"/{self.plans[i].path}: group or {self.names[0]} missing from the store")
             return shape
@@ -655,8 +586,9 @@ class RawVerifier(RawStacks):
         path, t = self.plans[i].path, slice(block.t0, block.t0 + len(block.present))
         try:
             group = zarr.open_group(self.store, path=path, mode="r", zarr_format=3)
-            present = group["frame_present"][block.plane, t]
-            stored = {name: (group[name][block.plane, t], group[f"{name}_crc32c"][block.plane, t]) for name in self.names}
+            present = _values(group, "frame_present", (block.plane, t))
+            stored = {name: (_values(group, name, (block.plane, t)), _values(group, f"{name}_crc32c", (block.plane, t)))
+                      for name in self.names}
         except KeyError as exc:
             self.problems.append(f"/{path}: {exc} missing from the store")
             return
@@ -682,9 +614,9 @@ class RawVerifier(RawStacks):
             asm = self.assemblers[i]
             group = zarr.open_group(self.store, path=plan.path, mode="r", zarr_format=3)
             for c, name in enumerate(self.names):
-                if not np.array_equal(group[f"{name}_mean"][:], asm.mean()[c], equal_nan=True):
+                if not np.array_equal(_values(group, f"{name}_mean"), asm.mean()[c], equal_nan=True):
                     problems.append(f"/{plan.path}/{name}_mean: differs from the mean of the source frames")
-                if not np.array_equal(group[f"{name}_max"][:], asm.max[c]):
+                if not np.array_equal(_values(group, f"{name}_max"), asm.max[c]):
                     problems.append(f"/{plan.path}/{name}_max: differs from the max of the source frames")
         return problems
 
@@ -714,7 +646,8 @@ class VideoWriter:
         self.store, self.pipe = store, pipe
         self.files: dict[int, VideoFile] = {}
         self.infos: dict[int, VideoInfo] = {}
-        self.buffer, self.flushed, self.array = bytearray(), 0, None
+        self.buffer, self.flushed = bytearray(), 0
+        self.array: zarr.Array | None = None
 
     @staticmethod
     def wants(name: str) -> bool:
@@ -735,7 +668,7 @@ class VideoWriter:
                                                 "trial k is mp4[byte_offset[k]:byte_offset[k] + byte_count[k]]"})
         self.buffer += data
         self._flush(len(self.buffer) // MP4_CHUNK * MP4_CHUNK)
-        self.pipe.submit(_probe, data, name, then=lambda info, t=trial: self.infos.__setitem__(t, info))
+        self.pipe.submit(_probe, data, name, then=partial(self.infos.__setitem__, trial))
 
     def _flush(self, n: int) -> None:
         if n == 0 or self.array is None:
@@ -881,7 +814,8 @@ def _done_warnings(store: Any, done: set[str]) -> list[str]:
     """Warnings recorded by raw groups written before a resume."""
     out: list[str] = []
     for path in sorted(p for p in done if p.startswith("raw/")):
-        out += list(zarr.open_group(store, path=path, mode="r", zarr_format=3).attrs.get("warnings", []))
+        found = zarr.open_group(store, path=path, mode="r", zarr_format=3).attrs.get("warnings", [])
+        out += [str(w) for w in found] if isinstance(found, list) else []
     return out
 
 
@@ -914,6 +848,6 @@ def _stored_layout(store: Any, groups: Mapping[str, xr.Dataset]) -> RawLayout:
             layout = zarr.open_group(store, path=plan.path, mode="r", zarr_format=3).attrs.get("layout")
         except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
             continue
-        if layout:
+        if isinstance(layout, Mapping):
             return RawLayout.from_attrs(layout)
     return LAYOUT

@@ -19,7 +19,8 @@ import io
 import logging
 import mmap
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,13 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 import tifffile
+import xarray as xr
 
 from sscxr.errors import InconsistentSourceError, SourceFormatError
 
 CHANNELS = ("green", "red")
+TIFF = re.compile(r"\.tiff?$", re.IGNORECASE)
+_FOV_DIR = re.compile(r"(?:^|/)(fov_\d{5})(?:/|$)")
 TRUNCATED_HINT = "the file is truncated or corrupt; download it again"
 
 
@@ -106,9 +110,10 @@ def open_stack(source: bytes | memoryview | str | os.PathLike, *, name: str | No
     when the file is not a TIFF, is truncated, or its pages do not hold whole frames.
     """
     name = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<bytes>")
+    in_memory = isinstance(source, bytes | memoryview)
     data = source if isinstance(source, bytes | memoryview) else _map(Path(source), name)
     with _tifffile_errors(name, "header") as logged:
-        tif = tifffile.TiffFile(io.BytesIO(data) if isinstance(data, bytes | memoryview) else os.fspath(source),
+        tif = tifffile.TiffFile(io.BytesIO(data) if in_memory else Path(source),  # type: ignore[arg-type]
                                 name=Path(name).name)
         pages = tif.pages
         pages.useframes = True  # parse only offsets beyond the first page (16 ms per 1000 pages)
@@ -121,6 +126,7 @@ def open_stack(source: bytes | memoryview | str | os.PathLike, *, name: str | No
     if n_pages == 0:
         raise SourceFormatError(name, "holds no image pages", hint=TRUNCATED_HINT)
     key = pages.keyframe
+    assert key is not None  # set_keyframe(0) above
     shape = (int(key.imagelength), int(key.imagewidth))
     dtype = np.dtype(key.dtype).newbyteorder(tif.byteorder)
     offsets = _contiguous_offsets(tif, data, shape, dtype, name, n_channels)
@@ -154,7 +160,7 @@ def data_crc32c(data: bytes | memoryview | mmap.mmap) -> int:
     return int(google_crc32c.value(view))
 
 
-def _contiguous_offsets(tif: tifffile.TiffFile, data: bytes | memoryview, shape: tuple[int, int],
+def _contiguous_offsets(tif: tifffile.TiffFile, data: bytes | memoryview | mmap.mmap, shape: tuple[int, int],
                         dtype: np.dtype, name: str, n_channels: int) -> np.ndarray | None:
     """Byte offset of each page's pixels when every page is one uncompressed run, else ``None``.
 
@@ -162,6 +168,7 @@ def _contiguous_offsets(tif: tifffile.TiffFile, data: bytes | memoryview, shape:
     """
     size, expected = len(data), shape[0] * shape[1] * dtype.itemsize
     key = tif.pages.keyframe
+    assert key is not None
     simple = key.compression == 1 and key.samplesperpixel == 1 and key.planarconfig in (1, 2)
     offsets = np.empty(len(tif.pages), dtype=np.int64)
     for i, page in enumerate(tif.pages):
@@ -217,3 +224,90 @@ def iter_frames(source: bytes | memoryview | str | os.PathLike, *, name: str | N
     with open_stack(source, name=name, n_channels=n_channels) as stack:
         for i in range(stack.n_frames):
             yield i, tuple(stack.frame(i, c) for c in channels)
+
+
+# --------------------------------------------------------------------------------------------
+# labeling: where each raw frame of a subvolume comes from (sourceFileList, sourceFileFrameIdx)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RawPlan:
+    """One subvolume's raw stack: per plane, its files and (file, frame) per time index."""
+
+    path: str
+    coords: xr.Dataset
+    files: list[list[str]]
+    file_index: np.ndarray  # (plane, time), 0-based into files[plane], -1 missing
+    frame_index: np.ndarray  # (plane, time), 0-based frame within that file
+    frame_shape: tuple[int, int] | None = None
+
+    @property
+    def n_planes(self) -> int:
+        return self.file_index.shape[0]
+
+    @property
+    def n_time(self) -> int:
+        return self.file_index.shape[1]
+
+
+def plan_raw(groups: Mapping[str, xr.Dataset]) -> list[RawPlan]:
+    """A :class:`RawPlan` per imaging subvolume that names source files.
+
+    >>> plans = plan_raw(groups)          # doctest: +SKIP
+    >>> plans[0].path                     # doctest: +SKIP
+    'raw/subvolume_01'
+    """
+    plans = []
+    for name in sorted(k for k in groups if k.startswith("imaging/") and k.count("/") == 1):
+        ds = groups[name]
+        if "source_file" not in ds or not ds.sizes.get("file", 0):
+            continue
+        names = [[str(f) for f in row if str(f)] for row in ds["source_file"].values]
+        coords = xr.Dataset(coords={k: ds.coords[k] for k in ("time", "trial", "plane", "frame_time") if k in ds.coords})
+        file_index = ds["source_file_index"].values.astype(np.int64)
+        frame_index = ds["source_frame_index"].values.astype(np.int64)
+        file_index[frame_index < 0] = -1  # a frame needs both its file and its frame number
+        plans.append(RawPlan(name.replace("imaging/", "raw/"), coords, names, file_index,
+                             frame_index, _master_shape(groups.get(f"{name}/rois"))))
+    return plans
+
+
+def _master_shape(rois: xr.Dataset | None) -> tuple[int, int] | None:
+    if rois is None or "master_image" not in rois:
+        return None
+    return int(rois.sizes["y"]), int(rois.sizes["x"])
+
+
+def file_key(path: str) -> tuple[str, str]:
+    """``(fov_VVPPP folder or "", base name)``: how a listed TIFF path meets an archive member.
+
+    >>> file_key(r"D:\\data\\imaging_data\\fov_01002\\fluo_batch_out\\x_main_001.tif")
+    ('fov_01002', 'x_main_001.tif')
+    """
+    p = path.replace("\\", "/")
+    fov = _FOV_DIR.search(p)
+    return (fov.group(1) if fov else "", p.rsplit("/", 1)[-1])
+
+
+class FileIndex:
+    """Which (plan, plane, file) each listed TIFF feeds, looked up by :func:`file_key`."""
+
+    def __init__(self, plans: list[RawPlan]):
+        self.by_key: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
+        self.by_base: dict[str, list[tuple[int, int, int]]] = {}
+        for i, plan in enumerate(plans):
+            for p, files in enumerate(plan.files):
+                for f, name in enumerate(files):
+                    key = file_key(name)
+                    self.by_key.setdefault(key, []).append((i, p, f))
+                    self.by_base.setdefault(key[1], []).append((i, p, f))
+
+    def lookup(self, member: str) -> list[tuple[int, int, int]]:
+        if not TIFF.search(member):
+            return []
+        key = file_key(member)
+        if key in self.by_key:
+            return self.by_key[key]
+        hits = self.by_base.get(key[1], [])
+        return hits if len({(h[0], h[1]) for h in hits}) == 1 else []  # base name alone only when unique

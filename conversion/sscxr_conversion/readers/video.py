@@ -93,7 +93,9 @@ def probe_video(data: bytes, *, name: str, decode_format: str | None = None) -> 
 def _decode_all(container, stream, fmt: str, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import av
 
-    pts, key, crc = [], [], []
+    pts: list[int] = []
+    key: list[bool] = []
+    crc: list[int] = []
     try:
         for frame in container.decode(stream):
             if frame.pts is None:
