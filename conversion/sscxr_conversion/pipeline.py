@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import xarray as xr
 
@@ -44,6 +45,62 @@ class ConversionResult:
                 f"{len(self.skipped)} resumed, version {self.content_version}, {len(self.warnings)} warning(s)>")
 
 
+class GroupTask(Protocol):
+    """One independent unit of writing: the group paths it writes, and how to build them.
+
+    ``build()`` runs where the task runs (a thread or a dask worker) and returns the groups and
+    a small picklable summary for :attr:`ReadPlan.finish`. A task whose groups are all written
+    already is skipped on ``--resume``, unless ``needs_summary`` (then it is built, not written).
+    """
+
+    paths: tuple[str, ...]
+    needs_summary: bool
+
+    def build(self) -> tuple[list[tuple[str, xr.Dataset]], Any]: ...
+
+
+@dataclass
+class ReadyGroups:
+    """A task whose groups the driver has already read (ssc-1 subvolumes)."""
+
+    groups: list[tuple[str, xr.Dataset]]
+    needs_summary: bool = False
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(p for p, _ in self.groups)
+
+    def build(self) -> tuple[list[tuple[str, xr.Dataset]], None]:
+        return self.groups, None
+
+
+@dataclass
+class Finished:
+    """What :attr:`ReadPlan.finish` adds once every task ran: groups, root attrs, warnings."""
+
+    groups: dict[str, xr.Dataset] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReadPlan:
+    """Everything a conversion writes, described before any byte is written.
+
+    ``attrs`` (with the provenance of every source file) go into the template; ``groups`` are
+    written by the driver; ``tasks`` (``n_tasks`` of them, possibly a stream) run independently;
+    ``finish`` turns the tasks' summaries (in task order) into the last groups and attrs.
+    """
+
+    attrs: dict[str, Any]
+    groups: dict[str, xr.Dataset]
+    tasks: Iterable[GroupTask]
+    n_tasks: int
+    warnings: list[str] = field(default_factory=list)
+    finish: Callable[[list[Any]], Finished] | None = None
+    raw: Callable[..., list[str]] | None = None  # --raw: raw.RawStep, run after the tasks
+
+
 def detect_archive(src: str | os.PathLike) -> str:
     """``"ssc-1"`` or ``"ssc-11"`` from the shape of SRC (folder names, file names)."""
     path = Path(src)
@@ -70,18 +127,24 @@ def convert(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, 
     >>> convert("an197522_2013_03_08_session.mat", "an197522_2013_03_08.zarr")  # doctest: +SKIP
     <ConversionResult ssc-1 -> an197522_2013_03_08.zarr: 7 groups written, ...>
     """
-    archive = detect_archive(src)
-    spec = spec or ConversionSpec()
-    spec = ConversionSpec.from_dict({**spec.to_dict(), "archive": archive})
-    if archive == "ssc-11":
+    spec = ConversionSpec.from_dict({**(spec or ConversionSpec()).to_dict(), "archive": detect_archive(src)})
+    return write_plan(dest, read_plan(src, spec), spec, storage_options=storage_options, workers=workers,
+                      scheduler=scheduler, overwrite=overwrite, resume=resume, progress=progress)
+
+
+def read_plan(src: str | os.PathLike, spec: ConversionSpec) -> ReadPlan:
+    """The :class:`ReadPlan` of SRC for ``spec.archive`` (``"ssc-1"`` or ``"ssc-11"``)."""
+    if spec.archive == "ssc-11":
         from .ssc11_pipeline import read_animal
 
-        attrs, groups, tasks_groups, warnings = read_animal(src, spec)
-    else:
-        attrs, groups, tasks_groups, warnings = read_ssc1(src, spec)
-    return write_content(dest, attrs, groups, tasks_groups, spec, storage_options=storage_options,
-                         workers=workers, scheduler=scheduler, overwrite=overwrite, resume=resume,
-                         progress=progress, warnings=warnings)
+        return read_animal(src, spec)
+    attrs, groups, tasks, warnings = read_ssc1(src, spec)
+    raw = None
+    if spec.raw:
+        from .raw import RawStep
+
+        raw = RawStep(src, {**groups, **{p: ds for t in tasks for p, ds in t}}, spec)
+    return ReadPlan(attrs, groups, [ReadyGroups(t) for t in tasks], len(tasks), warnings, raw=raw)
 
 
 def read_ssc1(src: str | os.PathLike, spec: ConversionSpec) -> tuple[dict, dict, list, list[str]]:
@@ -91,9 +154,13 @@ def read_ssc1(src: str | os.PathLike, spec: ConversionSpec) -> tuple[dict, dict,
     member = next(members, None)
     if member is None:
         raise SourceFormatError(str(src), "contains no ssc-1 session file (an<ID>_<YYYY_MM_DD>_session.mat)")
-    records.insert(0, member.record)
-    content = read_session(load_mat(member.data, name=member.name, variable="s"))
+    with ThreadPoolExecutor(1) as pool:  # hash while loading: sha256 and zlib release the GIL
+        record = pool.submit(lambda: member.record)
+        content = read_session(load_mat(member.source, name=member.name, variable="s"))
+        records.insert(0, record.result())
     del member
+    if spec.raw:  # the raw pass streams on (a second pass) and records the tarball itself
+        members.close()
     for _ in members:  # drain the stream so a tarball's own record is complete
         pass
     attrs = {"archive": "ssc-1", **content.attrs,
@@ -112,27 +179,54 @@ def write_content(dest: str, attrs: dict, groups: dict[str, xr.Dataset],
                   task_groups: list[list[tuple[str, xr.Dataset]]], spec: ConversionSpec, *,
                   storage_options: Mapping[str, Any] | None, workers: int | None, scheduler: str | None,
                   overwrite: bool, resume: bool, progress: bool, warnings: list[str]) -> ConversionResult:
-    """Template, group writes (driver for small groups, tasks for the rest), finalise."""
+    """:func:`write_plan` for groups already read: driver groups, then one task per group list."""
+    plan = ReadPlan(attrs, groups, [ReadyGroups(t) for t in task_groups], len(task_groups), list(warnings))
+    return write_plan(dest, plan, spec, storage_options=storage_options, workers=workers, scheduler=scheduler,
+                      overwrite=overwrite, resume=resume, progress=progress)
+
+
+def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_options: Mapping[str, Any] | None,
+               workers: int | None, scheduler: str | None, overwrite: bool, resume: bool,
+               progress: bool) -> ConversionResult:
+    """Template, driver groups, independent tasks, the plan's finish, finalise."""
     store = write.open_store(dest, storage_options, mode="w")
-    done = write.prepare(store, dest, overwrite=overwrite, resume=resume, attrs=attrs)
-    written, skipped = [], sorted(done)
-    for path, ds in groups.items():
-        if path not in done:
-            written.append(write.write_group(store, path, ds, spec))
-    todo = [t for t in task_groups if not all(p in done for p, _ in t)]
+    done = write.prepare(store, dest, overwrite=overwrite, resume=resume, attrs=plan.attrs)
+    written = _write_groups(store, plan.groups, done, spec)
+    summaries: dict[int, Any] = {}
+    jobs = ((dest, i, t, spec, not all(p in done for p in t.paths)) for i, t in enumerate(plan.tasks))
+    jobs = (j for j in jobs if j[4] or j[2].needs_summary)
     with runner(dest, storage_options, workers=workers, scheduler=scheduler) as run:
-        bar = _progress(len(todo), progress, desc=f"writing {Path(dest).name}")
-        for paths in run.run(_write_task, [(dest, t, spec) for t in todo]):
+        bar = _progress(plan.n_tasks, progress, desc=f"writing {Path(dest).name}")
+        for index, paths, summary in run.run(_run_task, jobs):
             written += paths
+            summaries[index] = summary
             bar.update(1)
         bar.close()
+        if plan.raw is not None:  # adds its groups, the tarball's record and warnings to plan.attrs
+            written += plan.raw(store, dest, run, done, plan.attrs, plan.warnings)
+    attrs, warnings = dict(plan.attrs), list(plan.warnings)
+    if plan.finish is not None:
+        finished = plan.finish([summaries[i] for i in sorted(summaries)])
+        written += _write_groups(store, finished.groups, done, spec)
+        attrs.update(finished.attrs)
+        warnings += finished.warnings
+    attrs["provenance"] = {**attrs["provenance"], "warnings": warnings}
     version = write.finalise(store, attrs)
-    return ConversionResult(dest, attrs["archive"], written, skipped, version, list(warnings))
+    return ConversionResult(dest, attrs["archive"], written, sorted(done), version, warnings)
 
 
-def _write_task(url: str, groups: list[tuple[str, xr.Dataset]], spec: ConversionSpec) -> list[str]:
+def _write_groups(store: Any, groups: Mapping[str, xr.Dataset], done: set[str], spec: ConversionSpec) -> list[str]:
+    return [write.write_group(store, path, ds, spec) for path, ds in groups.items() if path not in done]
+
+
+def _run_task(url: str, index: int, task: GroupTask, spec: ConversionSpec,
+              write_groups: bool) -> tuple[int, list[str], Any]:
+    """Build one task where it runs; write its groups unless they are already written."""
+    groups, summary = task.build()
+    if not write_groups:
+        return index, [], summary
     store = write.open_store(url, options_for(url), mode="w")
-    return [write.write_group(store, path, ds, spec) for path, ds in groups]
+    return index, [write.write_group(store, path, ds, spec) for path, ds in groups], summary
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:

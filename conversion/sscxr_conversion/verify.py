@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,7 @@ import xarray as xr
 from sscxr.errors import VerificationError
 
 from . import write
-from .pipeline import detect_archive, read_ssc1
+from .pipeline import detect_archive, read_plan
 from .spec import ConversionSpec
 
 
@@ -21,29 +21,42 @@ def verify(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, A
     """Compare every value of every group read from ``src`` with the store at ``dest``.
 
     Returns the mismatches (NaN-aware); raises :class:`~sscxr.errors.VerificationError` listing
-    them all when there are any and ``raise_on_mismatch``.
+    them all when there are any and ``raise_on_mismatch``. Tasks are built one at a time, so
+    verifying holds one task's groups in memory, as converting does.
     """
     store = write.open_store(dest, storage_options, mode="r")
     root = xr.open_zarr(store, consolidated=False, zarr_format=3)
-    spec = ConversionSpec.from_dict(root.attrs["provenance"]["spec"])
-    if detect_archive(src) == "ssc-11":
-        from .ssc11_pipeline import read_animal
-
-        attrs, groups, tasks, _ = read_animal(src, spec)
-    else:
-        attrs, groups, tasks, _ = read_ssc1(src, spec)
-    groups = {**groups, **{p: ds for t in tasks for p, ds in t}}
-    raw_problems = []
-    if spec.raw and spec.archive == "ssc-1":  # TIFF frames and videos; also records the tarball
-        from .raw import verify_raw
-
-        raw_problems = verify_raw(src, store, groups, spec, attrs)
-    problems = _compare_sources(attrs, root.attrs) + raw_problems
-    for path, ds in groups.items():
-        problems += compare_group(ds, _open_group(store, path), path)
+    spec = ConversionSpec.from_dict({**root.attrs["provenance"]["spec"], "archive": detect_archive(src)})
+    plan = read_plan(src, spec)
+    problems = _compare_sources(plan.attrs, root.attrs)
+    problems += _compare_groups(store, plan.groups.items())
+    summaries = []
+    for task in plan.tasks:
+        groups, summary = task.build()
+        problems += _compare_groups(store, groups)
+        summaries.append(summary)
+    if plan.finish is not None:
+        finished = plan.finish(summaries)
+        problems += _compare_groups(store, finished.groups.items())
+        problems += _compare_attrs(finished.attrs, root.attrs)
     if problems and raise_on_mismatch:
         raise VerificationError(problems)
     return problems
+
+
+def _compare_groups(store: Any, groups: Iterable[tuple[str, xr.Dataset]]) -> list[str]:
+    return [p for path, ds in groups for p in compare_group(ds, _open_group(store, path), path)]
+
+
+def _compare_attrs(want: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
+    return [f"root attrs: {k} is {stored.get(k)!r} in the store, {v!r} from the source"
+            for k, v in want.items() if _jsonable(stored.get(k)) != _jsonable(v)]
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
 
 
 def _open_group(store: Any, path: str) -> xr.Dataset | None:
