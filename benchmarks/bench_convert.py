@@ -1,50 +1,61 @@
-"""Conversion cost vs merely loading the same .mat (issue 4), in one process.
+"""Conversion cost vs merely loading the same .mat (issue 4), same run, same machine.
 
-Run: ``python benchmarks/bench_convert.py [--preset full] [--out docs/benchmarks-conversion.md]``
+Run: ``python benchmarks/bench_convert.py [--preset full] [--workers N] [--repeat 3] [--out FILE]``
 
-Measures, on a synthetic session of the ``full`` preset (12 subvolumes x ~1000 cells x ~3000
-frames, ~1M whisker samples):
-- wall time and peak traced memory of ``scipy.io.loadmat`` (the baseline: what every user of the
-  archive pays today) and of ``sscxr_conversion.convert`` to a local store;
-- store size vs source size.
+Each measurement runs in a fresh Python process (so one cannot warm the other's caches or
+allocator), alternating baseline and conversion, ``--repeat`` times; the best time is reported.
+Peak memory is the process's peak RSS growth during the step (``ru_maxrss`` after minus before
+the step, imports excluded), so the two are compared on what the work itself needs.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import json
 import shutil
-import time
-import tracemalloc
+import subprocess
+import sys
 from pathlib import Path
-
-import scipy.io
 
 from _machine import machine_markdown
 
 WORK = Path(__file__).parent / ".work"
 
-
-def measure(fn):
-    gc.collect()
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return result, seconds, peak
+CHILD = r"""
+import json, resource, sys, time
+mode, mat, store, workers = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+import scipy.io
+if mode == "convert":
+    import shutil
+    from sscxr_conversion import convert
+    shutil.rmtree(store, ignore_errors=True)  # a fresh destination, as in a first conversion
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+if mode == "loadmat":
+    scipy.io.loadmat(mat, squeeze_me=True, struct_as_record=False)
+else:
+    convert(mat, store, overwrite=True, progress=False, workers=int(workers) or None)
+seconds = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": seconds, "peak_mb": (peak - before) / 1024}))
+"""
 
 
 def session(preset: str) -> Path:
     from sscxr.testing.archives import write_ssc1_session
 
     folder = WORK / f"ssc1_{preset}"
-    mats = list(folder.glob("*_session.mat"))
+    mats = sorted(folder.glob("*_session.mat"))
     if not mats:
         shutil.rmtree(folder, ignore_errors=True)
         mats = [write_ssc1_session(folder, preset=preset, seed=0).mat_path]
     return mats[0]
+
+
+def run(mode: str, mat: Path, store: Path, workers: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(mat), str(store), str(workers)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def du(path: Path) -> int:
@@ -52,32 +63,34 @@ def du(path: Path) -> int:
 
 
 def main() -> None:
-    from sscxr_conversion import convert
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="full")
-    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=0, help="0: local threads; N: dask LocalCluster")
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     mat = session(args.preset)
     store = WORK / f"{mat.stem}.zarr"
-    _, t_load, m_load = measure(lambda: scipy.io.loadmat(mat, squeeze_me=True, struct_as_record=False))
-    _, t_conv, m_conv = measure(lambda: convert(mat, str(store), overwrite=True, progress=False,
-                                                workers=args.workers))
-    rows = [
-        ("scipy.io.loadmat (baseline)", t_load, m_load),
-        (f"sscxr convert ({'threads' if not args.workers else f'{args.workers} dask workers'})", t_conv, m_conv),
-    ]
-    text = [f"## Conversion vs loadmat ({args.preset} preset, {mat.stat().st_size / 1e6:.0f} MB .mat)", "",
-            "| step | seconds | peak traced memory (MB) |", "|---|---|---|"]
-    text += [f"| {name} | {s:.2f} | {m / 1e6:.0f} |" for name, s, m in rows]
-    text += ["", f"- time ratio convert / loadmat: **{t_conv / t_load:.2f}x** (target <= 1.5x)",
-             f"- memory ratio: **{m_conv / m_load:.2f}x** (target <= 1.5x)",
-             f"- store size {du(store) / 1e6:.0f} MB vs source {mat.stat().st_size / 1e6:.0f} MB "
-             f"(**{du(store) / mat.stat().st_size:.2f}x**)", "", machine_markdown(), ""]
+    runs: dict[str, list[dict]] = {"loadmat": [], "convert": []}
+    for _ in range(args.repeat):
+        for mode in runs:
+            runs[mode].append(run(mode, mat, store, args.workers))
+    best = {m: min(r["seconds"] for r in rs) for m, rs in runs.items()}
+    peak = {m: min(r["peak_mb"] for r in rs) for m, rs in runs.items()}
+    how = "local threads" if not args.workers else f"dask LocalCluster, {args.workers} workers"
+    text = [f"## Conversion vs loadmat ({args.preset} preset, {mat.stat().st_size / 1e6:.0f} MB .mat, {how})", "",
+            "| step | best of {} (s) | peak RSS growth (MB) |".format(args.repeat), "|---|---|---|",
+            f"| `scipy.io.loadmat` (baseline) | {best['loadmat']:.2f} | {peak['loadmat']:.0f} |",
+            f"| `sscxr convert` | {best['convert']:.2f} | {peak['convert']:.0f} |", "",
+            f"- time ratio convert / loadmat: **{best['convert'] / best['loadmat']:.2f}x** (target <= 1.5x)",
+            f"- memory ratio: **{peak['convert'] / peak['loadmat']:.2f}x** (target <= 1.5x)",
+            f"- store size {du(store) / 1e6:.0f} MB vs source {mat.stat().st_size / 1e6:.0f} MB "
+            f"(**{du(store) / mat.stat().st_size:.2f}x**)", "", machine_markdown(), ""]
     print("\n".join(text))
     if args.out:
-        Path(args.out).write_text("\n".join(text))
+        path = Path(args.out)
+        old = path.read_text() if path.exists() else "# Conversion benchmarks\n\n"
+        path.write_text(old.rstrip() + "\n\n" + "\n".join(text))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import IO, Any
 
 from .spec import ConversionSpec
@@ -46,6 +47,15 @@ class HashingReader:
 
 def record_bytes(name: str, data: bytes) -> SourceRecord:
     return SourceRecord(name, len(data), hashlib.sha256(data).hexdigest())
+
+
+def record_file(name: str, path: Path) -> SourceRecord:
+    """Size and sha256 of a file on disk, streamed in 1 MiB blocks."""
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            sha.update(block)
+    return SourceRecord(name, path.stat().st_size, sha.hexdigest())
 
 
 def converter_version() -> str:

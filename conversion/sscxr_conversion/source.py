@@ -14,18 +14,31 @@ from pathlib import Path
 
 from sscxr.errors import SourceFormatError
 
-from .provenance import HashingReader, SourceRecord, record_bytes
+from .provenance import HashingReader, SourceRecord, record_bytes, record_file
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 
 @dataclass
 class Member:
-    """A source file's name (relative to SRC), its bytes and its provenance record."""
+    """A source file's name (relative to SRC) and its content: bytes (tarball members) or a path
+    on disk (folders, single files), which readers open themselves so the file is never held
+    in memory twice. ``record`` (size, sha256) is computed on first use."""
 
     name: str
-    data: bytes
-    record: SourceRecord
+    data: bytes | None = None
+    path: Path | None = None
+    _record: SourceRecord | None = None
+
+    @property
+    def source(self) -> bytes | Path:
+        return self.data if self.data is not None else self.path  # type: ignore[return-value]
+
+    @property
+    def record(self) -> SourceRecord:
+        if self._record is None:
+            self._record = record_bytes(self.name, self.data) if self.data is not None else record_file(self.name, self.path)  # type: ignore[arg-type]
+        return self._record
 
 
 def is_tar(src: str | os.PathLike) -> bool:
@@ -48,13 +61,9 @@ def iter_members(src: str | os.PathLike, want: Callable[[str], bool],
         for file in sorted(p for p in path.rglob("*") if p.is_file()):
             name = file.relative_to(path).as_posix()
             if want(name):
-                yield _member(name, file.read_bytes())
+                yield Member(name, path=file)
     else:
-        yield _member(path.name, path.read_bytes())
-
-
-def _member(name: str, data: bytes) -> Member:
-    return Member(name, data, record_bytes(name, data))
+        yield Member(path.name, path=path)
 
 
 def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRecord] | None) -> Iterator[Member]:
@@ -66,7 +75,7 @@ def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRe
                     if info.isfile() and want(info.name):
                         fobj = tar.extractfile(info)
                         assert fobj is not None
-                        yield _member(info.name, fobj.read())
+                        yield Member(info.name, data=fobj.read())
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise SourceFormatError(str(path), f"is not a readable tar archive ({exc})",
                                     hint="the download is truncated or corrupt") from exc

@@ -23,8 +23,8 @@ class ConversionSpec:
     video: bool = True
     allow_missing: bool = False
     dff_chunks: tuple[int, int] = (32, 512)
-    cname: str = "zstd"
-    clevel: int = 3
+    cname: str = "lz4"
+    clevel: int = 5
     spec_version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ Every accessor raises :class:`~sscxr.errors.MissingFieldError` or
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -34,11 +35,13 @@ def mat_version(head: bytes) -> str:
     return ""
 
 
-def load_mat(fileobj: IO[bytes] | bytes, *, name: str, variable: str) -> MatNode:
+def load_mat(fileobj: IO[bytes] | bytes | os.PathLike[str], *, name: str, variable: str) -> MatNode:
     """Load the top-level ``variable`` of a MAT file (v5 or v7.3) as a :class:`MatNode`.
 
-    ``fileobj`` is a seekable binary file or bytes; ``name`` is used in error messages.
+    ``fileobj`` is a path, a seekable binary file or bytes; ``name`` is used in error messages.
     """
+    if isinstance(fileobj, os.PathLike):
+        fileobj = open(fileobj, "rb")  # noqa: SIM115 - v7.3 nodes read lazily from it
     if isinstance(fileobj, bytes | bytearray | memoryview):
         fileobj = io.BytesIO(fileobj)
     head = fileobj.read(520)
