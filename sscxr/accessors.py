@@ -108,6 +108,16 @@ class SscxTreeAccessor:
         out = _resample.resample_whisker(_group(node, "whisker"), frames, how, variables)
         return out.assign_attrs(subvolume=number)
 
+    def video_frames(self, trial: int, time: float | Sequence[float] | np.ndarray | None = None, *,
+                     format: str | None = None) -> xr.DataArray:
+        """One trial's whisker video frames, lazily, on the whisker time base (see :mod:`sscxr.video`).
+
+        >>> session.sscx.video_frames(12, time=[3.1, 3.2])   # doctest: +SKIP
+        """
+        from .video import video_frames
+
+        return video_frames(self._tree, trial, time, format=format)
+
     def pair_conditions(self, a: str = "pre", b: str = "post_touch", *,
                         subvolume: int | Literal["all"] | None = None) -> xr.DataTree | dict[int, xr.DataTree]:
         """ssc-11: cells of a subvolume present in conditions ``a`` and ``b``, joined on ROI id."""
