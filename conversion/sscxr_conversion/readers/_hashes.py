@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+import xarray as xr
 
 from sscxr.errors import InconsistentSourceError
 
@@ -78,6 +79,7 @@ class EventSeries:
     stop: np.ndarray
     trial: np.ndarray
     properties: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def decode_series(times_s: np.ndarray, trials: np.ndarray, props: dict[str, np.ndarray],
@@ -105,3 +107,31 @@ def decode_series(times_s: np.ndarray, trials: np.ndarray, props: dict[str, np.n
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+def event_table(series: list[EventSeries]) -> xr.Dataset:
+    """The ``/events`` table (dim ``event``, sorted by ``start_time``) of decoded series.
+
+    Columns: ``trial``, ``kind``, ``series``, ``start_time``, ``stop_time``, one float column per
+    property (NaN on rows of other series) and one str column per label (``""`` elsewhere).
+    """
+    start = np.concatenate([e.start for e in series]) if series else np.zeros(0)
+    order = np.argsort(start, kind="stable")
+    columns = {
+        "kind": np.concatenate([[e.kind] * len(e.start) for e in series]).astype(str) if series else np.zeros(0, str),
+        "series": np.concatenate([[e.key] * len(e.start) for e in series]).astype(str) if series else np.zeros(0, str),
+        "start_time": start,
+        "stop_time": np.concatenate([e.stop for e in series]) if series else np.zeros(0),
+    }
+    ds = xr.Dataset(coords={"event": ("event", np.arange(len(start), dtype=np.int64))})
+    trial = np.concatenate([e.trial for e in series]) if series else np.zeros(0)
+    ds["trial"] = ("event", trial[order].astype(np.int64))
+    for name, values in columns.items():
+        ds[name] = ("event", values[order], {"units": "s"} if name.endswith("_time") else {})
+    for prop in sorted({p for e in series for p in e.properties}):
+        col = np.concatenate([e.properties.get(prop, np.full(len(e.start), np.nan)) for e in series])
+        ds[prop] = ("event", col[order].astype(float))
+    for label in sorted({k for e in series for k in e.labels}):
+        col = np.concatenate([[e.labels.get(label, "")] * len(e.start) for e in series]).astype(str)
+        ds[label] = ("event", col[order])
+    return ds

@@ -18,7 +18,7 @@ import xarray as xr
 from sscxr.errors import InconsistentSourceError, MissingFieldError
 from sscxr.schema import EVENT_KINDS, TOUCH_KINDS, TRIAL_TYPES
 
-from ._hashes import EventSeries, decode_series, hash_descriptions, hash_entries, node_unit, snake
+from ._hashes import EventSeries, decode_series, event_table, hash_descriptions, hash_entries, node_unit, snake
 from ._matfile import MatNode
 from .imaging import read_subvolume
 
@@ -40,7 +40,7 @@ def read_session(s: MatNode) -> SessionContent:
     """Label the ``s`` struct of an ssc-1 session file (see FORMATS.md §1.3)."""
     warnings: list[str] = []
     metadata = _metadata(s)
-    trials = _trials(s)
+    trials = trial_table(s)
     whisker, valid_whisker = _whisker(s, warnings)
     groups: dict[str, xr.Dataset] = {"trials": trials, "events": _events(s, warnings), "whisker": whisker}
     subvolume_of_trial = np.full(trials.sizes["trial"], -1, dtype=np.int64)
@@ -88,7 +88,8 @@ def _metadata(s: MatNode) -> dict:
 
 
 # --- trials ------------------------------------------------------------------------------------
-def _trials(s: MatNode) -> xr.Dataset:
+def trial_table(s: MatNode) -> xr.Dataset:
+    """``/trials`` from ``trialIds``, ``trialStartTimes``, ``trialTypeMat``/``Str`` and ``trialPropertiesHash``."""
     ids = s["trialIds"].vector()
     n = len(ids)
     start = s["trialStartTimes"].vector()
@@ -211,7 +212,7 @@ def _events(s: MatNode, warnings: list[str]) -> xr.Dataset:
     series: list[EventSeries] = []
     for key, node in hash_entries(s["eventSeriesArrayHash"]).items():
         series += _event_series(s, key, node, warnings)
-    return _event_table(series)
+    return event_table(series)
 
 
 def _event_series(s: MatNode, key: str, node: MatNode, warnings: list[str]) -> list[EventSeries]:
@@ -256,23 +257,3 @@ def _properties(node: MatNode | None) -> dict[str, np.ndarray]:
         except ValueError:
             continue  # non-numeric properties: kept out of the numeric table
     return out
-
-
-def _event_table(series: list[EventSeries]) -> xr.Dataset:
-    start = np.concatenate([e.start for e in series]) if series else np.zeros(0)
-    order = np.argsort(start, kind="stable")
-    columns = {
-        "kind": np.concatenate([[e.kind] * len(e.start) for e in series]).astype(str) if series else np.zeros(0, str),
-        "series": np.concatenate([[e.key] * len(e.start) for e in series]).astype(str) if series else np.zeros(0, str),
-        "start_time": start,
-        "stop_time": np.concatenate([e.stop for e in series]) if series else np.zeros(0),
-    }
-    ds = xr.Dataset(coords={"event": ("event", np.arange(len(start), dtype=np.int64))})
-    trial = np.concatenate([e.trial for e in series]) if series else np.zeros(0)
-    ds["trial"] = ("event", trial[order].astype(np.int64))
-    for name, values in columns.items():
-        ds[name] = ("event", values[order], {"units": "s"} if name.endswith("_time") else {})
-    for prop in sorted({p for e in series for p in e.properties}):
-        col = np.concatenate([e.properties.get(prop, np.full(len(e.start), np.nan)) for e in series])
-        ds[prop] = ("event", col[order].astype(float))
-    return ds
