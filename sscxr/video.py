@@ -29,7 +29,24 @@ from xarray.core import indexing
 
 from .errors import MissingDependencyError
 
-__all__ = ["video_frames", "decode_frames"]
+__all__ = ["video_frames", "decode_frames", "frame_pixels", "LUMA"]
+
+LUMA = "luma"
+"""Decode format: the decoded luma plane (Y) itself, no range or colour conversion. Monochrome
+whisker cameras give YUV or gray video whose picture is the luma plane; PyAV's ``"gray"`` instead
+rescales video-range luma (16-235) to 0-255 and costs 10x more per frame."""
+
+
+def frame_pixels(frame: Any, fmt: str = LUMA) -> np.ndarray:
+    """The pixels of a decoded PyAV frame: its luma plane (``"luma"``) or ``frame.to_ndarray(format=fmt)``.
+
+    >>> frame_pixels(frame).shape  # doctest: +SKIP
+    (480, 640)
+    """
+    if fmt != LUMA:
+        return np.asarray(frame.to_ndarray(format=fmt))
+    plane = frame.planes[0]
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width].copy()
 
 
 def video_frames(session: xr.DataTree | xr.Dataset, trial: int, time: float | Sequence[float] | np.ndarray | None = None,
@@ -37,9 +54,9 @@ def video_frames(session: xr.DataTree | xr.Dataset, trial: int, time: float | Se
     """One trial's whisker video frames, lazily, with ``time`` (s) on the session clock.
 
     ``session`` is a session tree (``sscxr.open_session``) or its ``/video`` Dataset. With
-    ``time``, the frames nearest those times (one per time). ``format`` is a PyAV pixel format
-    (default: the store's ``decode_format``, ``"gray"`` for monochrome video; ``"rgb24"`` adds a
-    ``rgb`` dim).
+    ``time``, the frames nearest those times (one per time). ``format``: ``"luma"`` (the decoded
+    Y plane, the store's ``decode_format`` for monochrome video) or a PyAV pixel format
+    (``"gray"``, ``"rgb24"``, which adds a ``rgb`` dim).
 
     >>> video_frames(tree, 12).isel(time=0).values  # doctest: +SKIP
     """
@@ -104,7 +121,7 @@ class _TrialVideo(BackendArray):
             return self._bytes
 
 
-def decode_frames(data: bytes, pts: np.ndarray | Sequence[int], keyframe_pts: np.ndarray, fmt: str = "gray"
+def decode_frames(data: bytes, pts: np.ndarray | Sequence[int], keyframe_pts: np.ndarray, fmt: str = LUMA
                   ) -> list[np.ndarray]:
     """Decode the frames with presentation timestamps ``pts`` (in that order) from mp4 ``data``.
 
@@ -123,6 +140,7 @@ def decode_frames(data: bytes, pts: np.ndarray | Sequence[int], keyframe_pts: np
     found: dict[int, np.ndarray] = {}
     with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
         for segment in _segments(wanted, keys):
             _decode_segment(container, stream, segment, fmt, found)
     missing = [p for p in wanted if p not in found]
@@ -147,7 +165,7 @@ def _decode_segment(container: Any, stream: Any, segment: tuple[int, list[int]],
     container.seek(key, stream=stream, backward=True, any_frame=False)
     for frame in container.decode(stream):
         if frame.pts in todo:
-            found[frame.pts] = frame.to_ndarray(format=fmt)
+            found[frame.pts] = frame_pixels(frame, fmt)
             todo.discard(frame.pts)
         if not todo or (frame.pts is not None and frame.pts > last):
             break

@@ -800,6 +800,11 @@ class RawStep:
         return written + video_written
 
 
+    def verify(self, store: Any, attrs: dict) -> list[str]:
+        """``sscxr verify`` of the raw groups: see :func:`verify_raw`."""
+        return verify_raw(self.src, store, self.groups, self.spec, attrs)
+
+
 def _in_flight(run: Any) -> int:
     if hasattr(run, "max_pending"):
         return int(run.max_pending)

@@ -28,7 +28,8 @@ def verify(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, A
     root = xr.open_zarr(store, consolidated=False, zarr_format=3)
     spec = ConversionSpec.from_dict({**root.attrs["provenance"]["spec"], "archive": detect_archive(src)})
     plan = read_plan(src, spec)
-    problems = _compare_sources(plan.attrs, root.attrs)
+    raw = plan.raw.verify(store, plan.attrs) if plan.raw is not None else []  # frames, videos; adds the tarball
+    problems = _compare_sources(plan.attrs, root.attrs) + raw
     problems += _compare_groups(store, plan.groups.items())
     summaries = []
     for task in plan.tasks:

@@ -10,7 +10,7 @@ frames of one trial on the session's whisker time base (see ``docs/raw.md``).
 
 >>> info = probe_video(mp4_bytes, name="whisker_video/an197522_2013_03_08_trial_0003.mp4")  # doctest: +SKIP
 >>> info.n_frames, info.decode_format                                                      # doctest: +SKIP
-(2000, 'gray')
+(2000, 'luma')
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import numpy as np
 import xarray as xr
 
 from sscxr.errors import InconsistentSourceError, SourceFormatError
+
+from sscxr.video import LUMA, frame_pixels
 
 from .tiff import pixel_crc32c
 
@@ -56,8 +58,20 @@ class VideoInfo:
 
 
 def decode_format_for(pix_fmt: str) -> str:
-    """``"gray"`` for grey or YUV video (whisker cameras are monochrome: luma only), else ``"rgb24"``."""
-    return "gray" if pix_fmt.startswith(("gray", "yuv", "yuvj", "nv", "y")) else "rgb24"
+    """``"luma"`` (the decoded Y plane) for 8-bit grey or YUV video: whisker cameras are
+    monochrome; ``"rgb24"`` otherwise (colour, or more than 8 bits).
+
+    >>> decode_format_for("yuv420p"), decode_format_for("rgb24"), decode_format_for("gray16le")
+    ('luma', 'rgb24', 'rgb24')
+    """
+    import av
+
+    try:
+        first = av.VideoFormat(pix_fmt).components[0]
+    except (ValueError, IndexError):
+        return "rgb24"
+    mono = pix_fmt.startswith(("gray", "yuv", "yuvj", "nv"))
+    return LUMA if mono and first.bits == 8 and first.plane == 0 else "rgb24"
 
 
 def probe_video(data: bytes, *, name: str, decode_format: str | None = None) -> VideoInfo:
@@ -75,6 +89,7 @@ def probe_video(data: bytes, *, name: str, decode_format: str | None = None) -> 
             raise SourceFormatError(name, "holds no video stream", hint=CORRUPT_HINT)
         stream = container.streams.video[0]
         stream.codec_context.options = {"err_detect": "explode"}  # fail on corrupt packets, no concealment
+        stream.thread_type = "AUTO"
         fmt = decode_format or decode_format_for(stream.codec_context.pix_fmt or "gray")
         pts, key, crc = _decode_all(container, stream, fmt, name)
         expected = int(stream.frames or 0)
@@ -101,7 +116,7 @@ def _decode_all(container, stream, fmt: str, name: str) -> tuple[np.ndarray, np.
             if frame.pts is None:
                 raise SourceFormatError(name, f"frame {len(pts) + 1} has no timestamp", field=f"frame {len(pts) + 1}",
                                         hint=CORRUPT_HINT)
-            pixels = np.ascontiguousarray(frame.to_ndarray(format=fmt))
+            pixels = frame_pixels(frame, fmt)
             pts.append(frame.pts)
             key.append(bool(frame.key_frame))
             crc.append(pixel_crc32c(pixels))
