@@ -3,7 +3,7 @@
 >>> truth = write_ssc11_animal(tmp_path, animal="an274424", preset="tiny", seed=0)  # doctest: +SKIP
 >>> [p.name for p in truth.paths["pre"]]                                          # doctest: +SKIP
 ['an274424_vol_01_sess_struct.mat', 'an274424_vol_02_sess_struct.mat']
->>> sub = truth.subvolume("post_touch", 1)    # what that file holds, in ms and 1-based ids
+>>> sub = truth.subvolume("post_touch", 1)   # what that file holds, in ms and 1-based ids  # doctest: +SKIP
 >>> sub.mat_version, sub.dff.shape, sub.roi_ids[:2]                                # doctest: +SKIP
 ('7.3', (23, 1258), array([ 41, 112]))
 >>> truth.ablated_ids["touch"], truth.ablation_dates["touch"]                      # doctest: +SKIP
@@ -75,6 +75,13 @@ CHOICES = {
     "curation": "top-level variables ablationTargetIds (1xN double), ablationSuccessful (1xN logical) "
                 "and ablated_ids (1xN double), as ABL's load() reads them [C names, I shapes]",
     "v7.3": "MATLAB R2019 layout (see _matv73); large arrays chunked + deflate level 3 [I]",
+    "calcium": "dF/F = exponential transients (decay counted in frames) + noise, NaN frames for all cells, one "
+               "cell blanked over one trial; raw F = F0 (1 + dF/F); ablated cells have no events after [synthetic]",
+    "days": "condition k's days start at first_day + k * days_between_conditions; ablation = the day before "
+            "the first post day; merged day d starts ~10 am + (d-1) days on the ms clock [I]",
+    "behaviour": "behavESA series Pole Movement (type 2, [in out] per trial), Left/Right Licks (1), Water "
+                 "Delivery (2), Response Cue (2); touches 'Protraction/Retraction contacts for C2' with "
+                 "kappaMaxAbsOverTouch, thetaAtTouchOnset, touchNumberWithinTrial per on and off entry [I]",
 }
 
 
@@ -316,6 +323,9 @@ def _check_params(p: Ssc11Params) -> list[str]:
         problems.append("days_between_conditions must exceed n_days so the ablation date falls between conditions")
     if min(p.n_subvolumes, p.n_planes, p.n_days, p.trials_per_day, len(p.whiskers)) < 1 or p.frames_per_trial < 5:
         problems.append("sizes must be >= 1 (frames_per_trial >= 5)")
+    if p.whisker_s * 1000 + 100 > (p.frames_per_trial - 2) * 1000 / p.volume_rate_hz + 2000 or \
+            p.whisker_s * p.whisker_rate_hz < 1:
+        problems.append("the whisker video (whisker_s) must hold a sample and end before the next trial starts")
     if p.image_size < 2 * p.roi_radius_px + 4:
         problems.append(f"image_size {p.image_size} is too small for roi_radius_px {p.roi_radius_px}")
     try:
@@ -521,7 +531,8 @@ def _schedule(p: Ssc11Params, seed: int, ci: int) -> dict[str, np.ndarray]:
         n = p.n_subvolumes * per_block
         n_frames = np.maximum(p.frames_per_trial + rng.integers(-2, 3, n), 5)
         length = n_frames * period + 100.0
-        start = d * DAY_MS + 3.6e7 + rng.uniform(0, 3.6e6) + np.r_[0, np.cumsum(length + rng.uniform(2e3, 4e3, n))[:-1]]
+        gaps = length + rng.uniform(2e3, 4e3, n)  # trial + inter-trial interval
+        start = d * DAY_MS + 3.6e7 + rng.uniform(0, 3.6e6) + np.r_[0, np.cumsum(gaps)[:-1]]
         kept = np.ones(n, bool)
         dropped = rng.integers(1, max(per_block - 1, 2), p.n_subvolumes)  # never a block's first or last
         kept[np.arange(p.n_subvolumes) * per_block + dropped] = False
