@@ -469,3 +469,13 @@ def test_mixed_curation_only_jrc_and_post_only(tmp_path):
     assert set(group(tree, "post/trials")["day"].values.tolist()) == {1}
     assert not [w for w in result.warnings if "kind" in w]
     assert os.path.exists(store)
+
+
+def test_docs_ssc11_runs():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "ssc11.md").read_text()
+    namespace: dict = {"__name__": "docs.ssc11"}
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", text, re.S)):
+        exec(compile(block, f"docs/ssc11.md[block {i}]", "exec"), namespace)

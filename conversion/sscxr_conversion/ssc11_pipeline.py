@@ -106,7 +106,11 @@ class SubvolumeTask:
 
     def build(self) -> tuple[list[tuple[str, xr.Dataset]], FileSummary]:
         source = self.data if self.data is not None else _local(self.file)
-        content = read_sess(load_mat(source, name=self.file.name, variable="sess"), subvolume=self.file.number)
+        try:
+            content = read_sess(load_mat(source, name=self.file.name, variable="sess"), subvolume=self.file.number)
+        except OSError as exc:  # h5py reading a damaged v7.3 file lazily, past its header
+            raise SourceFormatError(self.file.name, f"cannot be read ({type(exc).__name__}: {exc})",
+                                    hint="the file is truncated or corrupt; download it again") from exc
         imaging = content.imaging.assign_attrs(condition=self.file.condition, source_file=self.file.name,
                                                **content.attrs)
         groups = list(zip(self.paths, (imaging, content.rois, content.ca_events), strict=True))
@@ -160,8 +164,9 @@ def take_inventory(src: str | os.PathLike) -> Inventory:
     found: list[tuple[str, str, str, str | None]] = []  # condition, name, sha256, path
     curation: list[tuple[str, bytes]] = []
     records: list[SourceRecord] = []
+    tarball: list[SourceRecord] = []  # a tarball's own record, once its stream is exhausted
     want = lambda n: bool(SUBVOLUME_FILE.search(n) or curation_file(n))  # noqa: E731
-    for member, record in _hashed(iter_members(src, want, records)):
+    for member, record in _hashed(iter_members(src, want, tarball)):
         _check_mat(member)
         records.append(record)
         m = SUBVOLUME_FILE.search(member.name)
@@ -172,7 +177,7 @@ def take_inventory(src: str | os.PathLike) -> Inventory:
     if not found:
         raise SourceFormatError(str(src), "contains no ssc-11 subvolume file "
                                 "(session_neuropilone_<pre|post>ablate*_merged/an*sess_struct.mat)")
-    records.sort(key=lambda r: r.name if not is_tar(src) or r.name != Path(src).name else "\uffff")
+    records = sorted(records, key=lambda r: r.name) + tarball
     return Inventory(str(src), _animal(src, [f[1] for f in found]), _numbered(found), curation, records)
 
 
@@ -275,6 +280,7 @@ def union_by_trial(parts: list[tuple[str, xr.Dataset]], dim: str, sort_by: str) 
     values, NaN equal to NaN); otherwise an :class:`InconsistentSourceError` names both files.
     """
     kept, owner = [], {}
+    parts = _same_columns(parts, dim)
     for name, ds in parts:
         trial = ds["trial"].values
         shared = np.isin(trial, np.fromiter(owner, dtype=np.int64, count=len(owner)))
@@ -288,6 +294,29 @@ def union_by_trial(parts: list[tuple[str, xr.Dataset]], dim: str, sort_by: str) 
     out = xr.concat(kept, dim=dim, data_vars="all", coords="different", compat="equals", join="outer",
                     combine_attrs="drop_conflicts") if len(kept) > 1 else kept[0]
     return out.isel({dim: np.argsort(out[sort_by].values, kind="stable")})
+
+
+def _same_columns(parts: list[tuple[str, xr.Dataset]], dim: str) -> list[tuple[str, xr.Dataset]]:
+    """Give every table the variables of all (a file without touches has no ``whisker`` column):
+    missing columns are ``""`` (str), ``-1`` (int), ``False`` (bool) or NaN."""
+    every: dict[str, xr.Variable] = {}
+    for _, ds in parts:
+        for name, var in ds.variables.items():
+            if dim in var.dims:
+                every.setdefault(str(name), var)
+    out = []
+    for name, ds in parts:
+        missing = {k: _filler(v, ds.sizes[dim], dim) for k, v in every.items() if k not in ds.variables}
+        out.append((name, ds.assign(missing) if missing else ds))
+    return out
+
+
+def _filler(like: xr.Variable, n: int, dim: str) -> xr.Variable:
+    shape = tuple(n if d == dim else s for d, s in zip(like.dims, like.shape, strict=True))
+    kind = like.dtype.kind
+    value = "" if kind in "OUT" else -1 if kind in "iu" else False if kind == "b" else np.nan
+    dtype = like.dtype if kind in "iub" else object if kind in "OUT" else np.float64
+    return xr.Variable(like.dims, np.full(shape, value, dtype=dtype), like.attrs)
 
 
 def _check_same_trials(first: tuple[str, xr.Dataset], later: tuple[str, xr.Dataset], dim: str,

@@ -117,16 +117,23 @@ def _days_from_gaps(start_s: np.ndarray) -> np.ndarray:
 
 
 class DayLookup:
-    """Day of any trial id: from the trial table, else by the id rule; -1 for a missing trial."""
+    """Day of any trial id: from the trial table, else by the id rule; -1 for a missing trial.
+
+    >>> DayLookup(np.array([5, 1001]), np.array([1, 2]))(np.array([1001, 5, 2001, -1])).tolist()
+    [2, 1, 3, -1]
+    """
 
     def __init__(self, trial_ids: np.ndarray, days: np.ndarray):
-        self.table = dict(zip(trial_ids.astype(np.int64).tolist(), days.tolist(), strict=True))
+        order = np.argsort(trial_ids, kind="stable")
+        self.ids, self.days = trial_ids.astype(np.int64)[order], days.astype(np.int64)[order]
 
     def __call__(self, trials: np.ndarray) -> np.ndarray:
         trials = np.asarray(trials).astype(np.int64)
-        rule = np.where(trials > 0, (trials - 1) // TRIALS_PER_DAY + 1, MISSING)
-        return np.array([self.table.get(t, r) for t, r in zip(trials.tolist(), rule.tolist(), strict=True)],
-                        dtype=np.int64)
+        out = np.where(trials > 0, (trials - 1) // TRIALS_PER_DAY + 1, MISSING)
+        at = np.minimum(np.searchsorted(self.ids, trials), max(len(self.ids) - 1, 0))
+        known = (self.ids[at] == trials) if len(self.ids) else np.zeros(len(trials), bool)
+        out[known] = self.days[at[known]]
+        return out
 
 
 # --- imaging -----------------------------------------------------------------------------------
