@@ -65,7 +65,8 @@ def cell_table(parts: list[tuple[str, xr.Dataset]], conditions: list[str], ablat
         table[f"ablated_{kind}"] = ("cell", flag, {"description": f"ablated in the {kind} ablation"})
         any_ablated |= flag
     table["ablated"] = ("cell", any_ablated, {"description": "ablated in any ablation"})
-    table["near_ablated"] = ("cell", near_ablated(*(table[v].values for v in ("x_um", "y_um", "z_um")), any_ablated),
+    x, y, z = (table[v].values for v in ("x_um", "y_um", "z_um"))
+    table["near_ablated"] = ("cell", near_ablated(x, y, z, any_ablated),
                              {"rule": f"lateral distance < {LATERAL_UM} um and |dz| < {DEPTH_UM} um "
                                       "to an ablated cell, not itself ablated"})
     warnings += _orphans(ablations, ids)

@@ -53,8 +53,11 @@ class GroupTask(Protocol):
     already is skipped on ``--resume``, unless ``needs_summary`` (then it is built, not written).
     """
 
-    paths: tuple[str, ...]
-    needs_summary: bool
+    @property
+    def paths(self) -> tuple[str, ...]: ...
+
+    @property
+    def needs_summary(self) -> bool: ...
 
     def build(self) -> tuple[list[tuple[str, xr.Dataset]], Any]: ...
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +138,7 @@ def read_animal(src: str | os.PathLike, spec: ConversionSpec) -> ReadPlan:
                         "flagged as ablated")
     attrs = {"archive": "ssc-11", **_root_attrs(inv, ablations),
              "provenance": provenance(inv.records, spec, warnings)}
-    tasks = _stream_tasks(inv) if is_tar(src) else [SubvolumeTask(f) for f in inv.files]
+    tasks: Iterable[SubvolumeTask] = _stream_tasks(inv) if is_tar(src) else [SubvolumeTask(f) for f in inv.files]
     return ReadPlan(attrs, {}, tasks, len(inv.files), warnings,
                     finish=lambda summaries: finish(summaries, inv, ablations))
 
@@ -173,7 +173,7 @@ def take_inventory(src: str | os.PathLike) -> Inventory:
         if m:
             found.append((CONDITIONS[m.group(1)], member.name, record.sha256, str(member.path) if member.path else None))
         else:
-            curation.append((member.name, member.data if member.data is not None else Path(member.path).read_bytes()))
+            curation.append((member.name, member.data if member.data is not None else _read(member)))
     if not found:
         raise SourceFormatError(str(src), "contains no ssc-11 subvolume file "
                                 "(session_neuropilone_<pre|post>ablate*_merged/an*sess_struct.mat)")
@@ -181,17 +181,26 @@ def take_inventory(src: str | os.PathLike) -> Inventory:
     return Inventory(str(src), _animal(src, [f[1] for f in found]), _numbered(found), curation, records)
 
 
+def _read(member: Member) -> bytes:
+    assert member.path is not None  # a member has bytes or a path
+    return member.path.read_bytes()
+
+
 def _hashed(members: Iterator[Member]) -> Iterator[tuple[Member, SourceRecord]]:
     """Members with their records; local files are hashed two at a time (sha256 releases the GIL)."""
     with ThreadPoolExecutor(2) as pool:
         pending = []
         for member in members:
-            pending.append((member, pool.submit(lambda m=member: m.record)))
+            pending.append((member, pool.submit(_record, member)))
             if member.data is not None or len(pending) > 2:
                 m, rec = pending.pop(0)
                 yield m, rec.result()
         for m, rec in pending:
             yield m, rec.result()
+
+
+def _record(member: Member) -> SourceRecord:
+    return member.record
 
 
 def _check_mat(member: Member) -> None:
@@ -279,7 +288,8 @@ def union_by_trial(parts: list[tuple[str, xr.Dataset]], dim: str, sort_by: str) 
     A later file holding the same trial id must hold the same rows for it (same count, same
     values, NaN equal to NaN); otherwise an :class:`InconsistentSourceError` names both files.
     """
-    kept, owner = [], {}
+    kept: list[xr.Dataset] = []
+    owner: dict[int, int] = {}  # trial id -> index of the first table holding it
     parts = _same_columns(parts, dim)
     for name, ds in parts:
         trial = ds["trial"].values
@@ -324,7 +334,7 @@ def _check_same_trials(first: tuple[str, xr.Dataset], later: tuple[str, xr.Datas
     rows = [_trial_rows(ds, dim, trials) for _, ds in (first, later)]
     counts = [np.bincount(np.searchsorted(trials, ds["trial"].values[r]), minlength=len(trials))
               for (_, ds), r in zip((first, later), rows, strict=True)]
-    if not np.array_equal(*counts):
+    if not np.array_equal(counts[0], counts[1]):
         t = trials[int(np.flatnonzero(counts[0] != counts[1])[0])]
         _conflict(later[0], first[0], t, f"{counts[1][trials.index(t)]} {dim} rows vs {counts[0][trials.index(t)]}")
     a, b = first[1].isel({dim: rows[0]}), later[1].isel({dim: rows[1]})

@@ -203,7 +203,8 @@ def _um_per_px(node: MatNode, image: np.ndarray | None) -> float:
 
 
 def _rois(planes: list[dict]) -> tuple[xr.Dataset, dict]:
-    cols, centroid = roi_columns(), {}
+    cols = roi_columns()
+    centroid: dict[int, tuple] = {}
     for p in planes:
         node = p["node"]
         ids = p["ids"]
