@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from sscxr.errors import (
     StoreExistsError,
 )
 from sscxr.testing.archives import write_ssc1_session
+from sscxr_conversion.testing import CRASH_MID_GROUP
 from sscxr_conversion import convert, verify
 
 NAME = "an197522_2013_03_08_session.mat"
@@ -107,21 +107,8 @@ def test_existing_store_needs_overwrite(tiny, tmp_path):
     assert verify(tiny.mat_path, store) == []
 
 
-CRASH = textwrap.dedent("""
-    import os, signal, sys
-    import sscxr_conversion.write as write
-    real, count = write.write_group, [0]
-    def crashing(store, path, ds, spec):
-        count[0] += 1
-        if count[0] == int(sys.argv[3]):      # die in the middle of a group: half its variables
-            half = ds[list(ds.data_vars)[: max(1, len(ds.data_vars) // 2)]]
-            half.to_zarr(store, group=path, mode="w", zarr_format=3, consolidated=False)
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(store, path, ds, spec)
-    write.write_group = crashing
-    from sscxr_conversion import convert
-    convert(sys.argv[1], sys.argv[2], progress=False)
-""")
+CRASH = CRASH_MID_GROUP  # the shared crash script (sscxr_conversion.testing)
+
 
 
 @pytest.mark.parametrize("crash_at", [2, 5])

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import textwrap
 
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ from hypothesis import strategies as st
 import sscxr
 from sscxr.errors import InconsistentSourceError, MissingFieldError, SourceFormatError, StoreExistsError
 from sscxr.testing.archives import write_ssc11_animal
+from sscxr_conversion.testing import CRASH_MID_GROUP
 from sscxr_conversion import convert, verify
 from sscxr_conversion.cells import near_ablated
 from sscxr_conversion.readers.ssc11 import trial_days
@@ -413,21 +413,8 @@ def test_missing_required_field_names_file_and_field(animal_copy, tmp_path):
         convert(animal_copy, str(tmp_path / "x.zarr"), progress=False)
 
 
-CRASH = textwrap.dedent("""
-    import os, signal, sys
-    import sscxr_conversion.write as write
-    real, count = write.write_group, [0]
-    def crashing(store, path, ds, spec):
-        count[0] += 1
-        if count[0] == int(sys.argv[3]):      # die in the middle of a group: half its variables
-            half = ds[list(ds.data_vars)[: max(1, len(ds.data_vars) // 2)]]
-            half.to_zarr(store, group=path, mode="w", zarr_format=3, consolidated=False)
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(store, path, ds, spec)
-    write.write_group = crashing
-    from sscxr_conversion import convert
-    convert(sys.argv[1], sys.argv[2], progress=False)
-""")
+CRASH = CRASH_MID_GROUP  # the shared crash script (sscxr_conversion.testing)
+
 
 
 def test_killed_conversion_resumes(truth, converted, tmp_path):
