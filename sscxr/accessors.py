@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
