@@ -1,0 +1,514 @@
+"""Raw imaging stacks and whisker videos (issue 8): conversion throughput, layouts, remote reads.
+
+Run: ``python benchmarks/bench_raw.py [--out docs/benchmarks-raw.md] [--skip-s3] [--keep]``
+
+On a synthetic raw FOV at real frame size (3 planes x 7 files x 100 frames x 2 channels of
+512 x 512 uint16, page by page like ScanImage: 2.2 GB of TIFF, generated once into
+``benchmarks/.work/raw_fov`` and reused), measures:
+
+1. reading every TIFF with ``tifffile.imread`` (the baseline) vs the raw conversion
+   (``RawStep``, green only and ``--red``) with local threads, ``--workers 1`` and ``--workers 2``;
+2. chunk layouts (shard and inner chunk shapes): write throughput, and on a local SeaweedFS S3
+   server the time to read one frame and one 16 x 16 pixel tile over all time, and objects;
+3. one frame and one tile over all time from the converted store vs from the TIFFs, on S3;
+4. whisker video: decoded frames in zarr vs the mp4 bytes (size, one frame, one whole trial).
+
+``--keep`` keeps the generated files; otherwise the stores (not the TIFFs) are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine_markdown  # noqa: E402
+
+WORK = Path(__file__).parent / ".work"
+FOV = WORK / "raw_fov"
+PLANES, FILES, FRAMES, SIZE = (2, 3, 4), 7, 100, 512
+TIFF_NAME = "Image_Registration_4_an197522_2013_03_08_main_{n:03d}.tif"
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+def noisy_frames(n: int, seed: int) -> np.ndarray:
+    """Two-photon-like frames: a bright field, ~200 blurred cells, Poisson + read noise, uint16."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    base = 300 + 200 * np.exp(-((yy - 256) ** 2 + (xx - 256) ** 2) / (2 * 150**2))
+    cells = np.zeros((SIZE, SIZE))
+    for cy, cx in rng.integers(0, SIZE, (200, 2)):
+        cells += 400 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 32.0)
+    out = np.empty((n, SIZE, SIZE), np.uint16)
+    for i in range(n):
+        lam = base + cells * (1 + 0.5 * np.sin(i / 10))
+        out[i] = np.clip(rng.poisson(lam) + rng.normal(0, 20, lam.shape), 0, 65535)
+    return out
+
+
+def make_fov() -> list[Path]:
+    """The raw FOV (once): interleaved green/red pages, one IFD + data per page."""
+    import tifffile
+
+    paths = [FOV / f"imaging_data/fov_01{p:03d}/fluo_batch_out" / TIFF_NAME.format(n=f + 1)
+             for p in PLANES for f in range(FILES)]
+    if all(p.exists() for p in paths):
+        return paths
+    bank = noisy_frames(64, seed=0)
+    for k, path in enumerate(paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tifffile.TiffWriter(path) as tif:
+            for i in range(FRAMES):
+                tif.write(bank[(i + 7 * k) % 64], contiguous=False, photometric="minisblack")  # green
+                tif.write(bank[(i * 3 + k) % 64] // 2, contiguous=False, photometric="minisblack")  # red
+    return paths
+
+
+def fov_groups() -> dict[str, Any]:
+    """The imaging group the .mat reader would give for this FOV (one subvolume, 3 planes)."""
+    import xarray as xr
+
+    n_time = FILES * FRAMES
+    names = [[f"D:/an197522/imaging_data/fov_01{p:03d}/fluo_batch_out/{TIFF_NAME.format(n=f + 1)}"
+              for f in range(FILES)] for p in PLANES]
+    time_s = np.arange(n_time) / 7.0
+    ds = xr.Dataset(coords={"time": time_s, "trial": ("time", np.repeat(np.arange(FILES), FRAMES)),
+                            "plane": list(PLANES), "frame_time": (("plane", "time"), np.tile(time_s, (3, 1)))})
+    ds["source_file"] = (("plane", "file"), np.array(names))
+    ds["source_file_index"] = (("plane", "time"), np.tile(np.repeat(np.arange(FILES), FRAMES), (3, 1)))
+    ds["source_frame_index"] = (("plane", "time"), np.tile(np.tile(np.arange(FRAMES), FILES), (3, 1)))
+    trials = xr.Dataset(coords={"trial": np.arange(FILES)}, data_vars={"start_time": ("trial", np.arange(FILES) * 14.0)})
+    return {"imaging/subvolume_01": ds, "trials": trials}
+
+
+def du(path: Path) -> tuple[int, int]:
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files), len(files)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. throughput
+# --------------------------------------------------------------------------------------------
+
+
+def best_of(fn: Any, n: int = 2) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def read_tiffs(paths: list[Path]) -> None:
+    import tifffile
+
+    for path in paths:  # key=slice(None): every page (one write per page makes one series per page)
+        pages = tifffile.imread(path, key=slice(None))
+        assert pages.shape == (2 * FRAMES, SIZE, SIZE), pages.shape
+
+
+def convert_fov(url: str, *, red: bool, workers: int | None, layout: Any = None, src: Path = FOV) -> float:
+    from sscxr_conversion import raw, write
+    from sscxr_conversion.spec import ConversionSpec
+    from sscxr_conversion.tasks import runner
+
+    shutil.rmtree(url, ignore_errors=True)
+    spec = ConversionSpec(archive="ssc-1", raw=True, red=red, video=False)
+    store = write.open_store(url, None, mode="w")
+    attrs = {"archive": "ssc-1", "provenance": {"sources": [], "warnings": [], "spec": spec.to_dict()}}
+    done = write.prepare(store, url, overwrite=True, resume=False, attrs=attrs)
+    t0 = time.perf_counter()
+    with runner(url, None, workers=workers) as run:
+        step = raw.RawStep(src, fov_groups(), spec, layout or raw.LAYOUT)
+        step(store, url, run, done, attrs, [])
+    seconds = time.perf_counter() - t0
+    write.finalise(store, attrs)
+    return seconds
+
+
+def throughput(paths: list[Path]) -> dict[str, Any]:
+    size = sum(p.stat().st_size for p in paths)
+    read_tiffs(paths)  # warm the page cache: every run below reads from memory
+    base = best_of(lambda: read_tiffs(paths), 3)
+    rows: dict[str, Any] = {"tiff_bytes": size, "tifffile_s": base, "runs": [], "stages": stage_costs()}
+    for workers in (None, 1, 2):
+        for red in (False, True):
+            url = str(WORK / "raw_store.zarr")
+            seconds = min(convert_fov(url, red=red, workers=workers) for _ in range(2 if workers is None else 1))
+            stored, objects = du(Path(url))
+            rows["runs"].append({"workers": workers, "red": red, "seconds": seconds, "store_bytes": stored,
+                                 "objects": objects, "source": "folder"})
+            print(f"workers={workers} red={red}: {seconds:.1f} s, {size / seconds / 1e6:.0f} MB/s "
+                  f"({base / seconds:.0%} of tifffile), store {stored / 1e9:.2f} GB in {objects} objects", flush=True)
+    tarball = make_tarball()
+    seconds = convert_fov(str(WORK / "raw_store.zarr"), red=False, workers=None, src=tarball)
+    rows["runs"].append({"workers": None, "red": False, "seconds": seconds, "store_bytes": du(WORK / "raw_store.zarr")[0],
+                         "objects": du(WORK / "raw_store.zarr")[1], "source": f"tar.gz ({tarball.stat().st_size / 1e9:.2f} GB)"})
+    print(f"tar.gz: {seconds:.1f} s", flush=True)
+    return rows
+
+
+def make_tarball() -> Path:
+    """The FOV as a downloaded ``.tar.gz`` (gzip level 1), once."""
+    import tarfile
+
+    path = WORK / "raw_fov.tar.gz"
+    if not path.exists():
+        with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+            tar.add(FOV / "imaging_data", arcname="an197522_2013_03_08/imaging_data")
+    return path
+
+
+def stage_costs() -> dict[str, float]:
+    """Seconds of the two stages alone (green only, one thread): the driver reading, checking and
+    placing every frame (serial), and the tasks' summaries + encode + write of every block."""
+    from sscxr_conversion import raw, write
+    from sscxr_conversion.spec import ConversionSpec
+
+    spec = ConversionSpec(archive="ssc-1", raw=True, video=False)
+    blocks: list[Any] = []
+
+    class Keep(raw.RawStacks):
+        def _emit(self, i: int, block: Any) -> None:
+            blocks.append(block) if len(blocks) < 8 else self.pool.give(block)
+
+    stacks = Keep(raw.plan_raw(fov_groups()), spec, raw.LAYOUT)
+    t0 = time.perf_counter()
+    raw.stream_raw(FOV, stacks, None, [])
+    stacks.close_blocks()
+    driver = time.perf_counter() - t0
+    url = str(WORK / "stage.zarr")
+    shutil.rmtree(url, ignore_errors=True)
+    store = write.open_store(url, None, mode="w")
+    write.prepare(store, url, overwrite=True, resume=False, attrs={})
+    plan = raw.plan_raw(fov_groups())[0]
+    raw.create_template(store, plan, (SIZE, SIZE), ("green",), raw.LAYOUT)
+    t0 = time.perf_counter()
+    for block in blocks:
+        raw.write_block(url, plan.path, ("green",), block)
+    per_frame = (time.perf_counter() - t0) / sum(b.data.shape[1] for b in blocks)
+    shutil.rmtree(url, ignore_errors=True)
+    return {"driver_s": driver, "write_s": per_frame * len(PLANES) * FILES * FRAMES}
+
+
+# --------------------------------------------------------------------------------------------
+# 2-3. layouts and remote reads
+# --------------------------------------------------------------------------------------------
+
+LAYOUTS = [  # (shard (time, y, x), inner chunk (time, y, x)); None: unsharded
+    ((256, 512, 512), (16, 128, 128)),
+    ((256, 512, 512), (64, 64, 64)),
+    ((256, 512, 512), (8, 256, 256)),
+    ((256, 128, 128), (16, 128, 128)),
+    ((128, 128, 128), (8, 128, 128)),
+    ((128, 128, 128), (16, 128, 128)),  # the default (RawLayout)
+    ((128, 128, 128), (32, 128, 128)),
+    ((64, 128, 128), (16, 128, 128)),
+    (None, (16, 128, 128)),
+    (None, (32, 128, 128)),
+]
+
+
+def one_plane(paths: list[Path]) -> np.ndarray:
+    import tifffile
+
+    return np.concatenate([tifffile.imread(p, key=slice(None))[0::2] for p in paths[:FILES]])[None]  # (1, time, y, x) green
+
+
+def write_layout(url: str, data: np.ndarray, shard: tuple | None, chunk: tuple) -> float:
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    shutil.rmtree(url, ignore_errors=True)
+    arr = zarr.create_array(url, shape=data.shape, dtype="uint16", chunks=(1, *chunk),
+                            shards=(1, *shard) if shard else None, fill_value=0,
+                            compressors=[BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")],
+                            config={"write_empty_chunks": True})
+    step = shard[0] if shard else 256
+    t0 = time.perf_counter()
+    for t in range(0, data.shape[1], step):
+        arr[:, t: t + step] = data[:, t: t + step]
+    return time.perf_counter() - t0
+
+
+def remote_reads(open_array: Any, n_time: int, repeats: int = 5) -> dict[str, float]:
+    """Median seconds: one frame (a fresh array handle each time: cold metadata) and one tile."""
+    rng = np.random.default_rng(1)
+    frame, tile = [], []
+    for _ in range(repeats):
+        arr = open_array()
+        t, y, x = int(rng.integers(n_time)), int(rng.integers(0, 31)) * 16, int(rng.integers(0, 31)) * 16
+        t0 = time.perf_counter()
+        arr[0, t]
+        frame.append(time.perf_counter() - t0)
+        arr = open_array()
+        t0 = time.perf_counter()
+        arr[0, :, y: y + 16, x: x + 16]
+        tile.append(time.perf_counter() - t0)
+    return {"frame_s": float(np.median(frame)), "tile_s": float(np.median(tile))}
+
+
+def layouts(paths: list[Path], server: Any | None) -> list[dict[str, Any]]:
+    import zarr
+
+    from sscxr.io import make_store
+
+    data = one_plane(paths)
+    rows = []
+    bucket = server.make_bucket() if server else None
+    for shard, chunk in LAYOUTS:
+        url = str(WORK / "layout.zarr")
+        seconds = write_layout(url, data, shard, chunk)
+        size, objects = du(Path(url))
+        row = {"shard": shard, "chunk": chunk, "write_MBps": data.nbytes / seconds / 1e6, "objects": objects,
+               "ratio": data.nbytes / size}
+        if server:
+            prefix = f"layout_{len(rows)}.zarr"
+            server.upload_dir(url, bucket, prefix)
+            opts = server.storage_options()
+            row.update(remote_reads(lambda p=prefix: zarr.open_array(
+                make_store(server.url(bucket, p), opts), mode="r"), data.shape[1]))
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def tiff_reads(paths: list[Path], server: Any) -> dict[str, float]:
+    """One frame and one 16x16 tile over all time of one plane, straight from the TIFFs on S3."""
+    import s3fs
+    import tifffile
+
+    bucket = server.make_bucket()
+    for path in paths[:FILES]:
+        server.put_file(bucket, path.name, path)
+    opts = server.storage_options()
+    fs = s3fs.S3FileSystem(key=opts["key"], secret=opts["secret"], client_kwargs={"endpoint_url": opts["endpoint_url"]},
+                           skip_instance_cache=True)
+
+    def frame() -> np.ndarray:
+        with fs.open(f"{bucket}/{paths[3].name}", "rb") as f, tifffile.TiffFile(f) as tif:
+            return tif.pages[2 * 37].asarray()
+
+    def tile() -> np.ndarray:
+        out = []
+        for path in paths[:FILES]:
+            with fs.open(f"{bucket}/{path.name}", "rb") as f, tifffile.TiffFile(f) as tif:
+                out += [tif.pages[2 * i].asarray()[100:116, 200:216] for i in range(FRAMES)]
+        return np.stack(out)
+
+    return {"frame_s": float(np.median([best_of(frame, 1) for _ in range(3)])), "tile_s": best_of(tile, 1)}
+
+
+def store_reads(server: Any) -> dict[str, float]:
+    """The same reads from the converted store (the default layout) on S3."""
+    import zarr
+
+    from sscxr.io import make_store
+
+    convert_fov(str(WORK / "raw_store.zarr"), red=False, workers=None)
+    bucket = server.make_bucket()
+    server.upload_dir(WORK / "raw_store.zarr", bucket, "s.zarr")
+    opts = server.storage_options()
+    return remote_reads(lambda: zarr.open_array(make_store(server.url(bucket, "s.zarr"), opts),
+                                                path="raw/subvolume_01/green", mode="r"), FILES * FRAMES)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. video
+# --------------------------------------------------------------------------------------------
+
+
+def whisker_video(n: int = 1000, shape: tuple[int, int] = (480, 640)) -> bytes:
+    """A whisker-camera-like mp4 (500 Hz, 640 x 480, mono): face, pole, moving whiskers, noise."""
+    import av
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    face = (60 + 120 * (xx < 120) + 20 * np.sin(yy / 40)).astype(np.float32)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=500)
+        stream.width, stream.height, stream.pix_fmt = shape[1], shape[0], "yuv420p"
+        for i in range(n):
+            img = face.copy()
+            for w in range(4):
+                angle = 0.4 * np.sin(2 * np.pi * i / 50 + w) + (w - 1.5) * 0.3
+                x = np.arange(120, 600)
+                y = (shape[0] / 2 + (x - 120) * np.tan(angle) + 0.0004 * (x - 120) ** 2).astype(int)
+                ok = (y >= 0) & (y < shape[0])
+                img[y[ok], x[ok]] = 10
+            img[200:210, 450 + (i // 100) % 50: 460 + (i // 100) % 50] = 250  # the pole
+            frame = np.clip(img + rng.normal(0, 3, shape), 0, 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="gray")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def video(server: Any | None) -> dict[str, Any]:
+    """Decoded frames in zarr (blosc-zstd, 1-frame and 32-frame chunks) vs mp4 bytes + index."""
+    import av
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    from sscxr.io import make_store
+    from sscxr.video import decode_frames, frame_pixels
+    from sscxr_conversion.readers.video import probe_video
+
+    data = whisker_video()
+    t0 = time.perf_counter()
+    info = probe_video(data, name="bench.mp4")
+    index_s = time.perf_counter() - t0
+    with av.open(io.BytesIO(data)) as c:
+        frames = np.stack([frame_pixels(f) for f in c.decode(video=0)])
+    row: dict[str, Any] = {"frames": len(frames), "shape": frames.shape[1:], "decoded_bytes": frames.nbytes,
+                           "mp4_bytes": len(data), "probe_s": index_s}
+    keys = info.pts[info.keyframe]
+    row["mp4_frame_s"] = float(np.median([best_of(lambda i=i: decode_frames(data, [info.pts[i]], keys), 1)
+                                          for i in (100, 500, 900)]))
+    row["mp4_trial_s"] = best_of(lambda: decode_frames(data, info.pts, keys), 1)
+    for chunk in (1, 32):
+        url = str(WORK / f"video_{chunk}.zarr")
+        shutil.rmtree(url, ignore_errors=True)
+        arr = zarr.create_array(url, shape=frames.shape, dtype="uint8", chunks=(chunk, *frames.shape[1:]),
+                                compressors=[BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")])
+        t0 = time.perf_counter()
+        arr[:] = frames
+        row[f"zarr{chunk}_write_s"] = time.perf_counter() - t0
+        row[f"zarr{chunk}_bytes"] = du(Path(url))[0]
+        row[f"zarr{chunk}_frame_s"] = best_of(lambda a=arr: a[500], 3)
+        row[f"zarr{chunk}_trial_s"] = best_of(lambda a=arr: a[:], 1)
+    if server:
+        bucket = server.make_bucket()
+        server.client().put_object(Bucket=bucket, Key="v/mp4", Body=data)
+        server.upload_dir(WORK / "video_32.zarr", bucket, "v32.zarr")
+        opts = server.storage_options()
+        mp4 = lambda: make_store(server.url(bucket, "v"), opts)  # noqa: E731
+        row["s3_mp4_frame_s"] = best_of(lambda: decode_frames(_s3_bytes(mp4(), "mp4"), [info.pts[500]], keys), 3)
+        row["s3_zarr32_frame_s"] = best_of(lambda: zarr.open_array(make_store(server.url(bucket, "v32.zarr"), opts),
+                                                                   mode="r")[500], 3)
+    print(row, flush=True)
+    return row
+
+
+def _s3_bytes(store: Any, key: str) -> bytes:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    return sync(store.get(key, default_buffer_prototype())).to_bytes()
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+def report(results: dict[str, Any]) -> str:
+    t = results["throughput"]
+    size, base = t["tiff_bytes"], t["tifffile_s"]
+    lines = ["# Raw imaging and video benchmarks (issue 8)", "",
+             "Produced by `python benchmarks/bench_raw.py --out docs/benchmarks-raw.md`. See `docs/raw.md` for "
+             "what the numbers decided.", "", machine_markdown(), "",
+             f"## 1. Conversion throughput ({size / 1e9:.2f} GB of TIFF, 3 planes x {FILES * FRAMES} frames, "
+             "local disk, page cache warm)", "",
+             f"Baseline: `tifffile.imread` of every TIFF: **{base:.2f} s, {size / base / 1e6:.0f} MB/s**.", "",
+             "| source | runner | channels | seconds | MB/s of TIFF | vs tifffile | store GB | objects |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in t["runs"]:
+        runner = "local threads (2)" if r["workers"] is None else f"--workers {r['workers']}"
+        lines.append(f"| {r.get('source', 'folder')} | {runner} | {'green+red' if r['red'] else 'green'} | {r['seconds']:.1f} | "
+                     f"{size / r['seconds'] / 1e6:.0f} | {base / r['seconds']:.0%} | {r['store_bytes'] / 1e9:.2f} | "
+                     f"{r['objects']} |")
+    st = t.get("stages")
+    if st:
+        lines += ["", "Stage costs alone, green only, one thread: the driver (read, check and place every frame: "
+                  f"the serial part) **{st['driver_s']:.1f} s** ({size / st['driver_s'] / 1e6:.0f} MB/s of TIFF); "
+                  f"the tasks (crc32c, sums, lz4 encode, shard writes) **{st['write_s']:.1f} s** on one core "
+                  f"({size / st['write_s'] / 1e6:.0f} MB/s of TIFF), parallel over workers."]
+    lines += ["", "## 2. Chunk layouts (one plane, green, "
+              f"{FILES * FRAMES} frames = {FILES * FRAMES * SIZE * SIZE * 2 / 1e6:.0f} MB; reads on SeaweedFS S3)", "",
+              "| shard (t, y, x) | inner chunk (t, y, x) | write MB/s | objects | ratio | one frame | 16x16 tile, all time |",
+              "|---|---|---|---|---|---|---|"]
+    for r in results["layouts"]:
+        lines.append(f"| {r['shard'] or 'unsharded'} | {r['chunk']} | {r['write_MBps']:.0f} | {r['objects']} | "
+                     f"{r['ratio']:.2f} | {_ms(r.get('frame_s'))} | {_ms(r.get('tile_s'))} |")
+    if "remote" in results:
+        s, f = results["remote"]["store"], results["remote"]["tiff"]
+        lines += ["", "## 3. Reading from S3 (SeaweedFS, loopback): store vs TIFFs", "",
+                  "| source | one frame | one 16x16 tile over all frames of a plane |", "|---|---|---|",
+                  f"| store (default layout, fresh handle) | {_ms(s['frame_s'])} | {_ms(s['tile_s'])} |",
+                  f"| TIFFs via s3fs + tifffile | {_ms(f['frame_s'])} | {_ms(f['tile_s'])} |"]
+    v = results["video"]
+    lines += ["", f"## 4. Whisker video: {v['frames']} frames of {v['shape'][1]} x {v['shape'][0]} (synthetic, "
+              "h264 via PyAV)", "", "| storage | bytes | one frame (local) | whole trial (local) | one frame (S3) |",
+              "|---|---|---|---|---|",
+              f"| mp4 bytes + frame index (chosen) | {v['mp4_bytes'] / 1e6:.1f} MB | {_ms(v['mp4_frame_s'])} | "
+              f"{_ms(v['mp4_trial_s'])} | {_ms(v.get('s3_mp4_frame_s'))} |",
+              f"| decoded, zarr, 1-frame chunks, blosc-zstd | {v['zarr1_bytes'] / 1e6:.1f} MB | "
+              f"{_ms(v['zarr1_frame_s'])} | {_ms(v['zarr1_trial_s'])} | |",
+              f"| decoded, zarr, 32-frame chunks, blosc-zstd | {v['zarr32_bytes'] / 1e6:.1f} MB | "
+              f"{_ms(v['zarr32_frame_s'])} | {_ms(v['zarr32_trial_s'])} | {_ms(v.get('s3_zarr32_frame_s'))} |",
+              "", f"Decoded size {v['decoded_bytes'] / 1e6:.0f} MB; indexing the mp4 at conversion (decode every "
+              f"frame, crc32c each) took {v['probe_s']:.2f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--skip-s3", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--only", default="throughput,layouts,remote,video")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    WORK.mkdir(parents=True, exist_ok=True)
+    paths = make_fov()
+    results: dict[str, Any] = json.loads((WORK / "raw_results.json").read_text()) if (WORK / "raw_results.json").exists() else {}
+    server = None
+    if not args.skip_s3 and only & {"layouts", "remote", "video"}:
+        from sscxr.testing.s3 import SeaweedServer
+
+        server = SeaweedServer().start()
+    try:
+        if "throughput" in only:
+            results["throughput"] = throughput(paths)
+        if "layouts" in only:
+            results["layouts"] = layouts(paths, server)
+        if "remote" in only and server:
+            results["remote"] = {"store": store_reads(server), "tiff": tiff_reads(paths, server)}
+            print(results["remote"], flush=True)
+        if "video" in only:
+            results["video"] = video(server)
+    finally:
+        if server is not None:
+            server.stop()
+        (WORK / "raw_results.json").write_text(json.dumps(results, default=list, indent=1))
+        if not args.keep:
+            for name in ("raw_store.zarr", "layout.zarr", "video_1.zarr", "video_32.zarr"):
+                shutil.rmtree(WORK / name, ignore_errors=True)
+    text = report(results)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
