@@ -1,0 +1,132 @@
+"""Whole-shard writes for the raw stacks, encoded in one pass (no per-inner-chunk event-loop work).
+
+zarr-python writes a shard by scheduling every inner chunk through its asyncio codec pipeline:
+~1 ms of Python per inner chunk, which is most of the cost of converting raw TIFF stacks
+(``docs/benchmarks-raw.md``). When a task writes *whole* shards, the encoding is fully known:
+each inner chunk is Blosc-compressed bytes, the shard is their concatenation followed by the
+index (``offset, nbytes`` as little-endian uint64 per inner chunk, C order) and the index's
+crc32c, exactly as the zarr v3 ``sharding_indexed`` codec specifies with its default index codecs
+(``bytes`` + ``crc32c``, index at the end). :func:`shard_writer` checks that an array's metadata
+is that layout and returns ``None`` otherwise, so callers fall back to zarr's own path; the tests
+read what it writes back through zarr and compare every pixel.
+
+Compression is numcodecs' Blosc (the library zarr's ``BloscCodec`` itself calls), which releases
+the GIL, so two tasks encode on two cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import google_crc32c
+import numcodecs
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+EMPTY = np.iinfo(np.uint64).max  # the index entry of an inner chunk that is not stored
+
+_SHUFFLE = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
+            "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
+
+
+def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], None] | None:
+    """``write(start, data)`` writing whole shards of ``array``, or None if its layout is not one
+    this module encodes (then use ``array[...] = data``).
+
+    ``start`` is the element index where ``data`` begins; it must be shard-aligned and ``data``
+    must cover whole shards except where it ends at the array's edge.
+
+    >>> write = shard_writer(group["green"])            # doctest: +SKIP
+    >>> write((0, 128, 0, 0), block)                     # doctest: +SKIP
+    """
+    meta = array.metadata
+    codecs = getattr(meta, "codecs", ())
+    if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+        return None
+    sharding = codecs[0]
+    inner, index = tuple(sharding.codecs), tuple(sharding.index_codecs)
+    if not (len(inner) == 2 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], BloscCodec)
+            and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
+            and sharding.index_location == ShardingCodecIndexLocation.end
+            and _little(inner[0]) and _little(index[0]) and array.dtype.itemsize == inner[1].typesize):
+        return None
+    blosc = inner[1]
+    codec = numcodecs.Blosc(cname=blosc.cname.value, clevel=blosc.clevel,
+                            shuffle=_SHUFFLE[blosc.shuffle.value if blosc.shuffle else "noshuffle"],
+                            blocksize=blosc.blocksize)
+    shard_shape = tuple(meta.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
+    chunk_shape = tuple(sharding.chunk_shape)
+    dtype = array.dtype.newbyteorder("<")
+    store, prefix = array.store_path.store, array.store_path.path
+
+    def write(start: tuple[int, ...], data: np.ndarray) -> None:
+        if any(s % n for s, n in zip(start, shard_shape, strict=True)):
+            raise ValueError(f"start {start} is not aligned to the shards {shard_shape}")
+        stop = [s + n for s, n in zip(start, data.shape, strict=True)]
+        if any(e % n and e != size for e, n, size in zip(stop, shard_shape, array.shape, strict=True)):
+            raise ValueError(f"data of shape {data.shape} at {start} does not end on a shard boundary")
+        blobs = {}
+        for corner in itertools.product(*(range(0, n, s) for n, s in zip(data.shape, shard_shape, strict=True))):
+            part = data[tuple(slice(c, c + s) for c, s in zip(corner, shard_shape, strict=True))]
+            key = meta.encode_chunk_key(tuple((s + c) // n for s, c, n in zip(start, corner, shard_shape, strict=True)))
+            blobs[f"{prefix}/{key}" if prefix else key] = encode_shard(part.astype(dtype, copy=False), shard_shape, chunk_shape, codec,
+                                                    array.fill_value)
+        _put(store, blobs)
+
+    return write
+
+
+def encode_shard(data: np.ndarray, shard_shape: tuple[int, ...], chunk_shape: tuple[int, ...], codec: Any,
+                 fill_value: Any) -> bytes:
+    """The bytes of one shard holding ``data`` (the shard's in-bounds part, starting at its corner).
+
+    Inner chunks that overlap ``data`` are stored (edge ones padded with ``fill_value``, as zarr
+    does); inner chunks wholly outside it are left empty in the index.
+
+    >>> codec = numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
+    >>> blob = encode_shard(np.arange(6, dtype="<u2").reshape(1, 6), (1, 12), (1, 4), codec, 0)
+    >>> index = np.frombuffer(blob[-52:-4], "<u8").reshape(3, 2)  # (offset, nbytes) of 3 inner chunks
+    >>> bool(index[2, 0] == EMPTY), int(index[1, 0]) == int(index[0, 1])  # third empty; second follows first
+    (True, True)
+    """
+    grid = tuple(-(-s // c) for s, c in zip(shard_shape, chunk_shape, strict=True))
+    index = np.full((*grid, 2), EMPTY, dtype="<u8")
+    parts: list[bytes] = []
+    offset = 0
+    for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
+        sel = tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))
+        chunk = data[sel]
+        if chunk.shape != chunk_shape:
+            padded = np.full(chunk_shape, fill_value, dtype=data.dtype)
+            padded[tuple(slice(0, n) for n in chunk.shape)] = chunk
+            chunk = padded
+        blob = bytes(codec.encode(np.ascontiguousarray(chunk)))
+        index[pos] = (offset, len(blob))
+        parts.append(blob)
+        offset += len(blob)
+    raw_index = index.tobytes()
+    parts.append(raw_index)
+    parts.append(np.uint32(google_crc32c.value(raw_index)).astype("<u4").tobytes())
+    return b"".join(parts)
+
+
+def _little(codec: BytesCodec) -> bool:
+    endian = codec.endian
+    return endian is None or getattr(endian, "value", endian) == "little"
+
+
+def _put(store: Any, blobs: dict[str, bytes]) -> None:
+    """Write every object at once (concurrent PUTs on S3, thread-pooled file writes locally)."""
+    proto = default_buffer_prototype()
+
+    async def put_all() -> None:
+        await asyncio.gather(*(store.set(key, proto.buffer.from_bytes(blob)) for key, blob in blobs.items()))
+
+    sync(put_all())
