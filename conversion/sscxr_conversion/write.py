@@ -15,6 +15,9 @@ import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.common import concurrent_map
+from zarr.core.sync import sync
 
 from sscxr.errors import StoreExistsError
 from sscxr.schema import SCHEMA_VERSION, STATUS_COMPLETE, STATUS_INCOMPLETE
@@ -106,14 +109,39 @@ def _portable_strings(ds: xr.Dataset) -> xr.Dataset:
 
 
 def write_group(store: zarr.abc.store.Store, path: str, ds: xr.Dataset, spec: ConversionSpec) -> str:
-    """Write one group whole (replacing any partial attempt), then mark it written."""
+    """Write one group whole (replacing any partial attempt), then mark it written.
+
+    xarray encodes the group into an in-memory zarr store first, then every object goes to
+    ``store`` in one concurrent batch: zarr writes arrays one after another, each a few
+    sequential requests, which on S3 is a round trip per object and locally ~10 ms per
+    variable (docs/benchmarks-conversion.md). The marker is set only after the batch landed.
+    """
     ds = _portable_strings(ds)
+    staging = zarr.storage.MemoryStore()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        ds.to_zarr(store, group=path, mode="w", zarr_format=3, consolidated=False,
+        ds.to_zarr(staging, group=path, mode="w", zarr_format=3, consolidated=False,
                    encoding=encoding_for(ds, spec))
+    sync(_upload(staging, store, path))
     zarr.open_group(store, path=path, mode="r+", zarr_format=3).attrs[WRITTEN] = True
     return path
+
+
+async def _upload(staging: zarr.storage.MemoryStore, store: zarr.abc.store.Store, path: str) -> None:
+    """Replace ``path`` in ``store`` by the staged objects under it (and create missing parents)."""
+    proto = default_buffer_prototype()
+    await store.delete_dir(path)  # a partial attempt (interrupted conversion) goes first
+    keys = [key async for key in staging.list()]
+    parents = [k for k in keys if k.endswith("zarr.json") and not k.startswith(f"{path}/")]
+    keys = [k for k in keys if k.startswith(f"{path}/")]
+    keys += [k for k in parents if not await store.exists(k)]  # never the root's (it holds the attrs)
+
+    async def copy(key: str) -> None:
+        value = await staging.get(key, proto)
+        assert value is not None
+        await store.set(key, value)
+
+    await concurrent_map([(k,) for k in keys], copy, zarr.config.get("async.concurrency"))
 
 
 def finalise(store: zarr.abc.store.Store, attrs: Mapping[str, Any]) -> str:
