@@ -20,11 +20,12 @@ See ``docs/raw.md`` for the layout, the measurements behind it and the streaming
 
 from __future__ import annotations
 
+import os
 import re
 import tarfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -44,9 +45,10 @@ from .provenance import HashingReader, SourceRecord
 from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, data_crc32c, open_stack, pixel_crc32c,
                            plan_raw)
 from .readers.video import VideoFile, VideoInfo, probe_video, trial_of, video_index
+from .shards import shard_writer
 from .source import is_tar
 from .spec import ConversionSpec
-from .tasks import options_for
+from .tasks import Runner, options_for
 
 MP4 = re.compile(r"\.mp4$", re.IGNORECASE)
 
@@ -380,7 +382,11 @@ def write_block(url: str, path: str, names: tuple[str, ...], block: Block) -> Bl
     t = slice(block.t0, block.t0 + block.data.shape[1])
     for c, name in enumerate(names):
         stack = zarr.open_array(store, path=f"{path}/{name}", mode="r+", zarr_format=3)
-        stack.with_config({"write_empty_chunks": True})[block.plane, t] = block.data[c]  # skips an all-equal scan
+        whole_shards = shard_writer(stack)  # one pass per shard instead of zarr's per-inner-chunk tasks
+        if whole_shards is not None:
+            whole_shards((block.plane, block.t0, 0, 0), block.data[c][None])
+        else:
+            stack.with_config({"write_empty_chunks": True})[block.plane, t] = block.data[c]  # skips an all-equal scan
         zarr.open_array(store, path=f"{path}/{name}_crc32c", mode="r+")[block.plane, t] = summary.crc[c]
     zarr.open_array(store, path=f"{path}/frame_present", mode="r+")[block.plane, t] = block.present
     zarr.open_array(store, path=f"{path}/block_written", mode="r+")[block.plane, block.index] = True
@@ -786,13 +792,15 @@ class RawStep:
     layout: RawLayout = LAYOUT
 
     def __call__(self, store: Any, url: str, run: Any, done: set[str], attrs: dict, messages: list[str]) -> list[str]:
-        pipe = Pipe(run, limit=_in_flight(run))
-        stacks = RawWriter(plan_raw(self.groups), self.spec, self.layout, store=store, url=url, pipe=pipe, done=done)
-        videos = VideoWriter(self.groups, store=store, pipe=pipe) if self.spec.video and "video" not in done else None
-        tar_records: list[SourceRecord] = []
-        stream_raw(self.src, stacks, videos, tar_records)
-        written = stacks.finish()
-        video_written, video_warnings = videos.finish() if videos is not None else ([], [])
+        with _block_runner(run) as run:
+            pipe = Pipe(run, limit=_in_flight(run))
+            stacks = RawWriter(plan_raw(self.groups), self.spec, self.layout, store=store, url=url, pipe=pipe,
+                               done=done)
+            videos = VideoWriter(self.groups, store=store, pipe=pipe) if self.spec.video and "video" not in done else None
+            tar_records: list[SourceRecord] = []
+            stream_raw(self.src, stacks, videos, tar_records)
+            written = stacks.finish()
+            video_written, video_warnings = videos.finish() if videos is not None else ([], [])
         new = [w for ws in stacks.warnings.values() for w in ws] + video_warnings + _done_warnings(store, done)
         attrs["provenance"]["sources"] += [r.to_dict() for r in tar_records]
         attrs["provenance"]["warnings"] += new
@@ -803,6 +811,18 @@ class RawStep:
     def verify(self, store: Any, attrs: dict) -> list[str]:
         """``sscxr verify`` of the raw groups: see :func:`verify_raw`."""
         return verify_raw(self.src, store, self.groups, self.spec, attrs)
+
+
+@contextmanager
+def _block_runner(run: Any) -> Iterator[Any]:
+    """Block tasks on local threads use every core: their work (crc32c, sums, Blosc) releases
+    the GIL, unlike the xarray-heavy group writes the pipeline's single thread is sized for."""
+    if getattr(run, "client", None) is not None or getattr(run, "pool", None) is None:
+        yield run
+        return
+    threads = max(2, os.cpu_count() or 2)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        yield Runner(pool=pool, max_pending=threads + 1)
 
 
 def _in_flight(run: Any) -> int:
