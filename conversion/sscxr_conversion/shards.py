@@ -51,7 +51,8 @@ def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], N
     if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
         return None
     sharding = codecs[0]
-    inner, index = tuple(sharding.codecs), tuple(sharding.index_codecs)
+    inner: list[Any] = list(sharding.codecs)
+    index: list[Any] = list(sharding.index_codecs)
     if not (len(inner) == 2 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], BloscCodec)
             and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
             and sharding.index_location == ShardingCodecIndexLocation.end
