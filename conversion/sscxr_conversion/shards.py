@@ -47,7 +47,7 @@ def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], N
     >>> write((0, 128, 0, 0), block)                     # doctest: +SKIP
     """
     meta = array.metadata
-    codecs = getattr(meta, "codecs", ())
+    codecs: list[Any] = list(getattr(meta, "codecs", ()))
     if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
         return None
     sharding = codecs[0]
