@@ -74,7 +74,9 @@ class ReadyGroups:
         return tuple(p for p, _ in self.groups)
 
     def build(self) -> tuple[list[tuple[str, xr.Dataset]], None]:
-        return self.groups, None
+        """Hand the groups over: once written they are freed, not held until the end (peak memory)."""
+        groups, self.groups = self.groups, []
+        return groups, None
 
 
 @dataclass
@@ -191,10 +193,10 @@ def write_content(dest: str, attrs: dict, groups: dict[str, xr.Dataset],
 def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_options: Mapping[str, Any] | None,
                workers: int | None, scheduler: str | None, overwrite: bool, resume: bool,
                progress: bool) -> ConversionResult:
-    """Template, driver groups, independent tasks, the plan's finish, finalise."""
+    """Template, independent tasks, driver groups, the plan's finish, finalise."""
     store = write.open_store(dest, storage_options, mode="w")
     done = write.prepare(store, dest, overwrite=overwrite, resume=resume, attrs=plan.attrs)
-    written = _write_groups(store, plan.groups, done, spec)
+    written: list[str] = []
     summaries: dict[int, Any] = {}
     jobs = ((dest, i, t, spec, not all(p in done for p in t.paths)) for i, t in enumerate(plan.tasks))
     jobs = (j for j in jobs if j[4] or j[2].needs_summary)
@@ -205,6 +207,7 @@ def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_optio
             summaries[index] = summary
             bar.update(1)
         bar.close()
+        written += _write_groups(store, plan.groups, done, spec)  # after the tasks freed their groups
         if plan.raw is not None:  # adds its groups, the tarball's record and warnings to plan.attrs
             written += plan.raw(store, dest, run, done, plan.attrs, plan.warnings)
     attrs, warnings = dict(plan.attrs), list(plan.warnings)
