@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import tarfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -46,7 +45,7 @@ from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, data_crc32c,
                            plan_raw)
 from .readers.video import VideoFile, VideoInfo, probe_video, trial_of, video_index
 from .shards import shard_writer
-from .source import is_tar
+from .source import is_tar, iter_members
 from .spec import ConversionSpec
 from .tasks import Runner, options_for
 
@@ -101,30 +100,13 @@ def iter_raw_members(src: str | Path, want: Callable[[str], bool], order: Callab
     """
     path = Path(src)
     if is_tar(path):
-        yield from _tar_stream(path, want, tar_records)
+        for member in iter_members(path, want, tar_records):
+            yield member.name, member.source
         return
     root = path if path.is_dir() else path.parent
     names = sorted((p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()), key=str)
     for name in sorted((n for n in names if want(n)), key=order):
         yield name, root / name
-
-
-def _tar_stream(path: Path, want: Callable[[str], bool], records: list[SourceRecord]) -> Iterator[tuple[str, bytes]]:
-    with path.open("rb") as raw:
-        hashing = HashingReader(raw)
-        try:
-            with tarfile.open(fileobj=hashing, mode="r|*") as tar:  # type: ignore[call-overload]
-                for info in tar:
-                    if info.isfile() and want(info.name):
-                        fobj = tar.extractfile(info)
-                        if fobj is None:
-                            continue
-                        yield info.name, fobj.read()
-        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-            raise SourceFormatError(str(path), f"is not a readable tar archive ({exc})",
-                                    hint="the download is truncated or corrupt") from exc
-        hashing.drain()
-    records.append(SourceRecord(path.name, hashing.size, hashing.sha.hexdigest()))
 
 
 def member_record(name: str, data: bytes | Any) -> dict[str, Any]:

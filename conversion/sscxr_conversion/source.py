@@ -74,9 +74,9 @@ def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRe
                 for info in tar:
                     if info.isfile() and want(info.name):
                         fobj = tar.extractfile(info)
-                        assert fobj is not None
-                        yield Member(info.name, data=fobj.read())
-        except (tarfile.TarError, EOFError, OSError) as exc:
+                        if fobj is not None:
+                            yield Member(info.name, data=fobj.read())
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise SourceFormatError(str(path), f"is not a readable tar archive ({exc})",
                                     hint="the download is truncated or corrupt") from exc
         hashing.drain()
