@@ -11,6 +11,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sscxr.errors import SourceFormatError
 
@@ -46,9 +47,12 @@ def is_tar(src: str | os.PathLike) -> bool:
 
 
 def iter_members(src: str | os.PathLike, want: Callable[[str], bool],
-                 records: list[SourceRecord] | None = None) -> Iterator[Member]:
+                 records: list[SourceRecord] | None = None,
+                 order: Callable[[str], Any] | None = None) -> Iterator[Member]:
     """Yield the members of ``src`` whose relative name satisfies ``want``, in order.
 
+    A folder's files come in path order, or sorted by ``order`` of their names if given; a
+    tarball's always in archive order (a stream cannot be reordered).
     For a tarball, the tarball's own record (size, sha256 of the compressed bytes) is appended
     to ``records`` once the stream is exhausted.
     """
@@ -58,10 +62,12 @@ def iter_members(src: str | os.PathLike, want: Callable[[str], bool],
     if is_tar(path):
         yield from _tar_members(path, want, records)
     elif path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            name = file.relative_to(path).as_posix()
-            if want(name):
-                yield Member(name, path=file)
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        wanted = [(name, file) for file in files if want(name := file.relative_to(path).as_posix())]
+        if order is not None:
+            wanted.sort(key=lambda item: order(item[0]))
+        for name, file in wanted:
+            yield Member(name, path=file)
     else:
         yield Member(path.name, path=path)
 
