@@ -1,4 +1,4 @@
-"""Whole-shard writes for the raw stacks, encoded in one pass (no per-inner-chunk event-loop work).
+"""Whole-shard and whole-array writes, encoded in one pass (no per-chunk event-loop work).
 
 zarr-python writes a shard by scheduling every inner chunk through its asyncio codec pipeline:
 ~1 ms of Python per inner chunk, which is most of the cost of converting raw TIFF stacks
@@ -10,6 +10,10 @@ crc32c, exactly as the zarr v3 ``sharding_indexed`` codec specifies with its def
 is that layout and returns ``None`` otherwise, so callers fall back to zarr's own path; the tests
 read what it writes back through zarr and compare every pixel.
 
+:func:`array_writer` does the same for a plain (unsharded) ``bytes`` + ``blosc`` array written
+whole in one go, such as a subvolume's dF/F matrix: each chunk is the Blosc-compressed C-order
+bytes of the chunk, padded with the fill value at the array's edges.
+
 Compression is numcodecs' Blosc (the library zarr's ``BloscCodec`` itself calls), which releases
 the GIL, so two tasks encode on two cores.
 """
@@ -18,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import google_crc32c
@@ -27,8 +32,10 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import LocalStore
 
 EMPTY = np.iinfo(np.uint64).max  # the index entry of an inner chunk that is not stored
 
@@ -58,10 +65,7 @@ def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], N
             and sharding.index_location == ShardingCodecIndexLocation.end
             and _little(inner[0]) and _little(index[0]) and array.dtype.itemsize == inner[1].typesize):
         return None
-    blosc = inner[1]
-    codec = numcodecs.Blosc(cname=blosc.cname.value, clevel=blosc.clevel,
-                            shuffle=_SHUFFLE[blosc.shuffle.value if blosc.shuffle else "noshuffle"],
-                            blocksize=blosc.blocksize)
+    codec = _numcodecs_blosc(inner[1])
     shard_shape = tuple(meta.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
     chunk_shape = tuple(sharding.chunk_shape)
     dtype = array.dtype.newbyteorder("<")
@@ -79,9 +83,56 @@ def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], N
             key = meta.encode_chunk_key(tuple((s + c) // n for s, c, n in zip(start, corner, shard_shape, strict=True)))
             blobs[f"{prefix}/{key}" if prefix else key] = encode_shard(part.astype(dtype, copy=False), shard_shape, chunk_shape, codec,
                                                     array.fill_value)
-        _put(store, blobs)
+        put_many(store, blobs)
 
     return write
+
+
+def array_writer(array: zarr.Array) -> Callable[[np.ndarray], None] | None:
+    """``write(data)`` storing all of ``array`` (every chunk) at once, or None if its layout is not
+    ``bytes`` (little-endian) + ``blosc`` on a regular chunk grid (then use ``array[...] = data``).
+
+    >>> write = array_writer(group["dff"])            # doctest: +SKIP
+    >>> write(dff)                                     # doctest: +SKIP
+    """
+    meta = array.metadata
+    codecs: list[Any] = list(getattr(meta, "codecs", ()))
+    if not (len(codecs) == 2 and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], BloscCodec)
+            and _little(codecs[0]) and array.dtype.itemsize == codecs[1].typesize
+            and isinstance(getattr(meta, "chunk_grid", None), RegularChunkGrid)):
+        return None
+    codec = _numcodecs_blosc(codecs[1])
+    chunk_shape = tuple(meta.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
+    dtype = array.dtype.newbyteorder("<")
+    store, prefix = array.store_path.store, array.store_path.path
+
+    def write(data: np.ndarray) -> None:
+        if data.shape != array.shape:
+            raise ValueError(f"data of shape {data.shape} for an array of shape {array.shape}")
+        data = data.astype(dtype, copy=False)
+        blobs = {}
+        for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
+            chunk = data[tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))]
+            key = meta.encode_chunk_key(pos)
+            blobs[f"{prefix}/{key}" if prefix else key] = bytes(codec.encode(_padded(chunk, chunk_shape, array.fill_value)))
+        put_many(store, blobs)
+
+    return write
+
+
+def _numcodecs_blosc(blosc: BloscCodec) -> Any:
+    return numcodecs.Blosc(cname=blosc.cname.value, clevel=blosc.clevel,
+                           shuffle=_SHUFFLE[blosc.shuffle.value if blosc.shuffle else "noshuffle"],
+                           blocksize=blosc.blocksize)
+
+
+def _padded(chunk: np.ndarray, chunk_shape: tuple[int, ...], fill_value: Any) -> np.ndarray:
+    """``chunk`` as a contiguous array of ``chunk_shape``, padded with ``fill_value`` (edge chunks)."""
+    if chunk.shape != chunk_shape:
+        padded = np.full(chunk_shape, fill_value, dtype=chunk.dtype)
+        padded[tuple(slice(0, n) for n in chunk.shape)] = chunk
+        return padded
+    return np.ascontiguousarray(chunk)
 
 
 def encode_shard(data: np.ndarray, shard_shape: tuple[int, ...], chunk_shape: tuple[int, ...], codec: Any,
@@ -103,12 +154,7 @@ def encode_shard(data: np.ndarray, shard_shape: tuple[int, ...], chunk_shape: tu
     offset = 0
     for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
         sel = tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))
-        chunk = data[sel]
-        if chunk.shape != chunk_shape:
-            padded = np.full(chunk_shape, fill_value, dtype=data.dtype)
-            padded[tuple(slice(0, n) for n in chunk.shape)] = chunk
-            chunk = padded
-        blob = bytes(codec.encode(np.ascontiguousarray(chunk)))
+        blob = bytes(codec.encode(_padded(data[sel], chunk_shape, fill_value)))
         index[pos] = (offset, len(blob))
         parts.append(blob)
         offset += len(blob)
@@ -123,11 +169,28 @@ def _little(codec: BytesCodec) -> bool:
     return endian is None or getattr(endian, "value", endian) == "little"
 
 
-def _put(store: Any, blobs: dict[str, bytes]) -> None:
-    """Write every object at once (concurrent PUTs on S3, thread-pooled file writes locally)."""
+def put_many(store: Any, blobs: Mapping[str, Any]) -> None:
+    """Write every object (``bytes`` or zarr ``Buffer``) of ``blobs`` under its key in ``store``.
+
+    Remote stores get all requests at once (concurrent PUTs on S3). A local directory store is
+    written by plain file writes in this thread: zarr's ``LocalStore.set`` hands each object to a
+    thread of its own, ~0.3 ms apiece, against ~0.05 ms for the write itself (2,400 chunks of a
+    session: 0.9 s vs 0.12 s).
+    """
+    if isinstance(store, LocalStore) and not store.read_only:
+        root = Path(store.root)
+        made: set[Path] = set()
+        for key, blob in blobs.items():
+            target = root / key
+            if target.parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(target.parent)
+            target.write_bytes(blob if isinstance(blob, bytes) else blob.as_numpy_array().tobytes())
+        return
     proto = default_buffer_prototype()
 
     async def put_all() -> None:
-        await asyncio.gather(*(store.set(key, proto.buffer.from_bytes(blob)) for key, blob in blobs.items()))
+        await asyncio.gather(*(store.set(key, proto.buffer.from_bytes(blob) if isinstance(blob, bytes) else blob)
+                               for key, blob in blobs.items()))
 
     sync(put_all())

@@ -15,13 +15,12 @@ import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.common import concurrent_map
 from zarr.core.sync import sync
 
 from sscxr.errors import StoreExistsError
 from sscxr.schema import SCHEMA_VERSION, STATUS_COMPLETE, STATUS_INCOMPLETE
 
+from .shards import array_writer, put_many
 from .spec import ConversionSpec
 
 WRITTEN = "sscxr_written"
@@ -108,40 +107,64 @@ def _portable_strings(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
+def _is_large(var: xr.Variable) -> bool:
+    """Numbers above :data:`LARGE` bytes: written by :func:`~.shards.array_writer`, whole."""
+    return var.dtype.kind in "fiu" and var.nbytes > LARGE
+
+
+def _lazy(values: np.ndarray) -> Any:
+    """``values`` as a one-chunk dask array without the copy and hashing of ``from_array``."""
+    import uuid
+
+    import dask.array
+
+    name = f"sscxr-{uuid.uuid4().hex}"
+    return dask.array.Array({(name, *(0,) * values.ndim): values}, name,
+                            chunks=tuple((n,) for n in values.shape), dtype=values.dtype)
+
+
 def write_group(store: zarr.abc.store.Store, path: str, ds: xr.Dataset, spec: ConversionSpec) -> str:
     """Write one group whole (replacing any partial attempt), then mark it written.
 
     xarray encodes the group into an in-memory zarr store first, then every object goes to
     ``store`` in one concurrent batch: zarr writes arrays one after another, each a few
     sequential requests, which on S3 is a round trip per object and locally ~10 ms per
-    variable (docs/benchmarks-conversion.md). The marker is set only after the batch landed.
+    variable (docs/benchmarks-conversion.md). Numeric variables above :data:`LARGE` bytes
+    (dF/F, master images) skip zarr's per-chunk pipeline (~0.8 ms of Python per chunk): xarray
+    writes only their metadata and :func:`~.shards.array_writer` encodes all their chunks in one
+    pass. The marker is set only after the batch landed.
     """
     ds = _portable_strings(ds)
-    staging = zarr.storage.MemoryStore()
+    staged: dict[str, Any] = {}
+    staging = zarr.storage.MemoryStore(staged)
+    large = {name: var.values for name, var in ds.variables.items() if _is_large(var) and name not in ds.dims}
+    if large:  # lazy for xarray, which then writes their metadata only; chunks are encoded below
+        lazy = {name: ds[name].variable.copy(data=_lazy(values)) for name, values in large.items()}
+        ds = ds.assign_coords({k: v for k, v in lazy.items() if k in ds.coords})
+        ds = ds.assign({k: v for k, v in lazy.items() if k not in ds.coords})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         ds.to_zarr(staging, group=path, mode="w", zarr_format=3, consolidated=False,
-                   encoding=encoding_for(ds, spec))
-    sync(_upload(staging, store, path))
+                   encoding=encoding_for(ds, spec), compute=False)
+    for name, values in large.items():
+        array = zarr.open_array(staging, path=f"{path}/{name}", mode="r+", zarr_format=3)
+        write_all = array_writer(array) if array.dtype == values.dtype else None
+        if write_all is not None:
+            write_all(values)
+        else:  # a layout or encoding the one-pass writer does not handle: zarr's own path
+            array[...] = values
+    _upload(staged, store, path)
     zarr.open_group(store, path=path, mode="r+", zarr_format=3).attrs[WRITTEN] = True
     return path
 
 
-async def _upload(staging: zarr.storage.MemoryStore, store: zarr.abc.store.Store, path: str) -> None:
+def _upload(staged: Mapping[str, Any], store: zarr.abc.store.Store, path: str) -> None:
     """Replace ``path`` in ``store`` by the staged objects under it (and create missing parents)."""
-    proto = default_buffer_prototype()
-    await store.delete_dir(path)  # a partial attempt (interrupted conversion) goes first
-    keys = [key async for key in staging.list()]
-    parents = [k for k in keys if k.endswith("zarr.json") and not k.startswith(f"{path}/")]
-    keys = [k for k in keys if k.startswith(f"{path}/")]
-    keys += [k for k in parents if not await store.exists(k)]  # never the root's (it holds the attrs)
-
-    async def copy(key: str) -> None:
-        value = await staging.get(key, proto)
-        assert value is not None
-        await store.set(key, value)
-
-    await concurrent_map([(k,) for k in keys], copy, zarr.config.get("async.concurrency"))
+    sync(store.delete_dir(path))  # a partial attempt (interrupted conversion) goes first
+    keys = [k for k in staged if k.startswith(f"{path}/")]
+    parents = [k for k in staged if k.endswith("zarr.json") and not k.startswith(f"{path}/")]
+    keys += [k for k in parents if not sync(store.exists(k))]  # never the root's (it holds the attrs)
+    put_many(store, {k: staged[k] for k in keys})
 
 
 def finalise(store: zarr.abc.store.Store, attrs: Mapping[str, Any]) -> str:

@@ -107,6 +107,17 @@ class MatNode:
         v = self.value[name] if isinstance(self.value, dict) else getattr(self.value, name)
         return MatNode(v, f"{self.path}.{name}", self.file)
 
+    def raw(self, name: str) -> Any:
+        """The field's bare value (no :class:`MatNode`, no checks), or None when absent or not a struct.
+
+        For hot loops over thousands of elements; use ``node[name]`` for anything that needs a
+        clear error.
+        """
+        v = self.value
+        if isinstance(v, dict):
+            return v.get(name)
+        return getattr(v, name) if name in getattr(v, "_fieldnames", ()) else None
+
     def get(self, name: str) -> MatNode | None:
         """The field ``name``, or ``None`` when absent."""
         return self[name] if self.has(name) else None

@@ -193,7 +193,7 @@ def add_positions(ds: xr.Dataset, centroid: dict, cell_plane: np.ndarray, planes
 def _rois(descr: MatNode | None, planes: list[dict], ids: np.ndarray,
           warnings: list[str]) -> tuple[xr.Dataset, dict]:
     cols = roi_columns()
-    images, centroid = [], {}
+    images = []
     plane_structs = _plane_structs(descr, warnings)
     for plane, node in zip(planes, plane_structs + [None] * (len(planes) - len(plane_structs)), strict=False):
         image = master_image(node)
@@ -201,8 +201,8 @@ def _rois(descr: MatNode | None, planes: list[dict], ids: np.ndarray,
         width = image.shape[-1] if image is not None else 512
         height = image.shape[-2] if image is not None else 512
         for roi in (node["rois"].items() if node is not None and node.has("rois") else []):
-            _add_roi(cols, centroid, roi, height, UM_PER_FIELD / width)
-    return rois_dataset(cols, images, planes), centroid
+            _add_roi(cols, roi, height, UM_PER_FIELD / width)
+    return rois_dataset(cols, images, planes)
 
 
 def _plane_structs(descr: MatNode | None, warnings: list[str]) -> list[MatNode]:
@@ -224,15 +224,32 @@ def master_image(node: MatNode | None) -> np.ndarray | None:
     return np.moveaxis(img, 2, 0)  # MATLAB (y, x, channel) -> (channel, y, x)
 
 
-def _add_roi(cols: dict, centroid: dict, roi: MatNode, height: int, um_per_px: float) -> None:
-    idx = roi["indicesWithinImage"].vector().astype(np.int64) if roi.has("indicesWithinImage") else np.zeros(0, np.int64)
-    corners = roi["cornersXY"].matrix(2, None) if roi.has("cornersXY") else None
-    add_roi(cols, centroid, int(roi["id"].scalar()), idx, corners, height, um_per_px)
+def _add_roi(cols: dict, roi: MatNode, height: int, um_per_px: float) -> None:
+    idx = roi.raw("indicesWithinImage")
+    corners = roi.raw("cornersXY")
+    try:  # the common case without a MatNode per field (12k ROIs a session)
+        index = np.zeros(0, np.int64) if idx is None else np.asarray(idx, dtype=np.float64).reshape(-1).astype(np.int64)
+        xy = None if corners is None else _corner_matrix(np.asarray(corners, dtype=np.float64))
+        rid = int(np.asarray(roi.raw("id"), dtype=np.float64).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):  # let the MatNode accessors name what is wrong
+        index = roi["indicesWithinImage"].vector().astype(np.int64) if roi.has("indicesWithinImage") else np.zeros(0, np.int64)
+        xy = roi["cornersXY"].matrix(2, None) if roi.has("cornersXY") else None
+        rid = int(roi["id"].scalar())
+    add_roi(cols, rid, index, xy, height, um_per_px)
+
+
+def _corner_matrix(arr: np.ndarray) -> np.ndarray:
+    """A 2 x m corner matrix (a squeezed single corner is a 2-vector)."""
+    if arr.ndim == 2 and arr.shape[0] == 2:
+        return arr
+    if arr.size == 2:
+        return arr.reshape(2, 1)
+    raise ValueError(f"corners of shape {arr.shape}")
 
 
 def roi_columns() -> dict[str, list]:
-    """Empty per-pixel and per-corner columns for :func:`add_roi` / :func:`rois_dataset`."""
-    return {k: [] for k in ("mask_cell", "mask_y", "mask_x", "mask_index", "corner_cell", "corner_x", "corner_y")}
+    """Empty per-ROI columns for :func:`add_roi` / :func:`rois_dataset`."""
+    return {k: [] for k in ("rid", "index", "corners", "height", "um_per_px")}
 
 
 def mask_pixels(index: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -244,21 +261,54 @@ def mask_pixels(index: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]
     return (index - 1) % height, (index - 1) // height
 
 
-def add_roi(cols: dict, centroid: dict, rid: int, index: np.ndarray, corners: np.ndarray | None,
+def add_roi(cols: dict, rid: int, index: np.ndarray, corners: np.ndarray | None,
             height: int, um_per_px: float) -> None:
-    """Append one ROI's mask pixels (and 2xm x/y corners) to ``cols``; record its centroid."""
+    """Append one ROI: its id, MATLAB mask indices, 2xm x/y corners (or None) and image geometry.
+
+    Pixels and centroids are computed for all ROIs at once by :func:`roi_pixels`.
+    """
+    cols["rid"].append(rid); cols["index"].append(index); cols["corners"].append(corners)
+    cols["height"].append(height); cols["um_per_px"].append(um_per_px)
+
+
+def roi_pixels(cols: dict) -> tuple[dict[str, np.ndarray], dict[int, tuple[float, float, float]]]:
+    """Per-pixel and per-corner columns of every ROI in ``cols``, and each ROI's centroid
+    ``{id: (x px, y px, um per px)}`` (NaN for an empty mask), vectorised over ROIs.
+
+    >>> cols = roi_columns()
+    >>> add_roi(cols, 7, np.array([1, 2, 513]), None, 512, 1.0)
+    >>> add_roi(cols, 9, np.zeros(0, np.int64), None, 512, 1.0)
+    >>> pixels, centroid = roi_pixels(cols)
+    >>> pixels["mask_cell"].tolist(), pixels["mask_x"].tolist(), centroid[7][:2]
+    ([7, 7, 7], [0, 0, 1], (0.3333333333333333, 0.3333333333333333))
+    >>> bool(np.isnan(centroid[9][0]))
+    True
+    """
+    rid = np.asarray(cols["rid"], dtype=np.int64)
+    counts = np.array([len(i) for i in cols["index"]], dtype=np.int64)
+    index = np.concatenate(cols["index"]).astype(np.int64) if cols["index"] else np.zeros(0, np.int64)
+    height = np.repeat(np.asarray(cols["height"], dtype=np.int64), counts)
     y, x = mask_pixels(index, height)
-    cols["mask_cell"].append(np.full(len(index), rid)); cols["mask_index"].append(index)
-    cols["mask_y"].append(y); cols["mask_x"].append(x)
-    if corners is not None:
-        cols["corner_cell"].append(np.full(corners.shape[1], rid))
-        cols["corner_x"].append(corners[0]); cols["corner_y"].append(corners[1])
-    centroid[rid] = (x.mean() if len(x) else np.nan, y.mean() if len(y) else np.nan, um_per_px)
+    which = np.repeat(np.arange(len(rid)), counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx = np.bincount(which, weights=x, minlength=len(rid)) / counts
+        cy = np.bincount(which, weights=y, minlength=len(rid)) / counts
+    corners = [c for c in cols["corners"] if c is not None]
+    n_corners = [c.shape[1] for c in corners]
+    with_corners = rid[[c is not None for c in cols["corners"]]] if len(rid) else rid
+    out = {"mask_cell": np.repeat(rid, counts), "mask_y": y, "mask_x": x, "mask_index": index,
+           "corner_cell": np.repeat(with_corners, n_corners),
+           "corner_x": np.concatenate([c[0] for c in corners]) if corners else np.zeros(0),
+           "corner_y": np.concatenate([c[1] for c in corners]) if corners else np.zeros(0)}
+    centroid = {int(r): (float(a), float(b), float(u))
+                for r, a, b, u in zip(rid, cx, cy, cols["um_per_px"], strict=True)}
+    return out, centroid
 
 
-def rois_dataset(cols: dict, images: list, planes: list[dict]) -> xr.Dataset:
-    """The ``rois`` group: mask pixels, corners and (when every plane has one) master images."""
-    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+def rois_dataset(cols: dict, images: list, planes: list[dict]) -> tuple[xr.Dataset, dict]:
+    """The ``rois`` group (mask pixels, corners and, when every plane has one, master images)
+    and the ROIs' centroids (see :func:`roi_pixels`)."""
+    cat, centroid = roi_pixels(cols)
     ds = xr.Dataset()
     for k in ("mask_cell", "mask_y", "mask_x", "mask_index"):
         ds[k] = ("pixel", cat[k].astype(np.int64))
@@ -272,4 +322,4 @@ def rois_dataset(cols: dict, images: list, planes: list[dict]) -> xr.Dataset:
         channel = ["green", "red"][: stack.shape[1]] + [f"ch{i}" for i in range(2, stack.shape[1])]
         ds["master_image"] = (("plane", "channel", "y", "x"), stack)
         ds.coords["channel"] = ("channel", channel)
-    return ds
+    return ds, centroid

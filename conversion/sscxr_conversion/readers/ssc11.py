@@ -204,15 +204,14 @@ def _um_per_px(node: MatNode, image: np.ndarray | None) -> float:
 
 def _rois(planes: list[dict]) -> tuple[xr.Dataset, dict]:
     cols = roi_columns()
-    centroid: dict[int, tuple] = {}
     for p in planes:
         node = p["node"]
         ids = p["ids"]
         for r, roi in enumerate(node["rois"].items() if node.has("rois") else []):
             rid = int(roi["id"].scalar()) if roi.has("id") else int(ids[r])
             corners = roi["corners"].matrix(2, None) if roi.has("corners") else None
-            add_roi(cols, centroid, rid, roi["indices"].vector().astype(np.int64), corners, p["height"], p["um_per_px"])
-    return rois_dataset(cols, [p["image"] for p in planes], planes), centroid
+            add_roi(cols, rid, roi["indices"].vector().astype(np.int64), corners, p["height"], p["um_per_px"])
+    return rois_dataset(cols, [p["image"] for p in planes], planes)
 
 
 def _carry_ca_matrix(ds: xr.Dataset, node: MatNode, name: str, warnings: list[str]) -> None:
