@@ -7,7 +7,7 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec
 
-from sscxr_conversion.shards import array_writer, put_many, shard_writer
+from sscxr_conversion.shards import array_chunks, put_many, shard_writer
 
 
 def _array(store, shape, shards, chunks, compressors=None, dtype="uint16", fill_value=0):
@@ -76,7 +76,7 @@ def test_misaligned_writes_are_refused(tmp_path):
         write((0, 0, 0, 0), np.zeros((1, 20, 16, 16), np.uint16))
 
 
-# --- whole plain arrays (array_writer): dF/F matrices, master images ----------------------------
+# --- whole plain arrays (array_chunks): dF/F matrices, master images ----------------------------
 def _plain(store, shape, chunks, dtype, fill_value, compressors=None):
     return zarr.create_array(store, shape=shape, dtype=dtype, chunks=chunks, fill_value=fill_value,
                              compressors=compressors or [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
@@ -92,18 +92,19 @@ def test_whole_arrays_read_back_through_zarr(tmp_path, shape, chunks, dtype, fil
     if data.dtype.kind == "f":
         data.flat[::17] = np.nan  # NaNs survive, and edge padding does not leak into the data
     arr = _plain(tmp_path / "a.zarr", shape, chunks, dtype, fill)
-    write = array_writer(arr)
-    assert write is not None
-    write(data)
+    blobs = array_chunks(arr, data)
+    assert blobs is not None and len(blobs) == np.prod([-(-n // c) for n, c in zip(shape, chunks)])
+    put_many(arr.store_path.store, blobs)
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "a.zarr", mode="r")[...], data)
 
 
-def test_whole_array_writer_declines_other_layouts(tmp_path):
-    assert array_writer(_plain(tmp_path / "g.zarr", (4, 4), (2, 2), "float64", 0.0, [GzipCodec()])) is None
-    assert array_writer(_array(tmp_path / "s.zarr", (2, 32, 16, 16), (1, 16, 16, 16), (1, 8, 8, 8))) is None
+def test_whole_array_encoder_declines_other_layouts(tmp_path):
+    assert array_chunks(_plain(tmp_path / "g.zarr", (4, 4), (2, 2), "float64", 0.0, [GzipCodec()]), np.zeros((4, 4))) is None
+    sharded = _array(tmp_path / "s.zarr", (2, 32, 16, 16), (1, 16, 16, 16), (1, 8, 8, 8))
+    assert array_chunks(sharded, np.zeros(sharded.shape, np.uint16)) is None
     arr = _plain(tmp_path / "a.zarr", (4, 4), (2, 2), "float64", 0.0)
     with pytest.raises(ValueError, match="shape"):
-        array_writer(arr)(np.zeros((4, 5)))
+        array_chunks(arr, np.zeros((4, 5)))
 
 
 @pytest.mark.parametrize("where", ["local", "memory", "s3"])

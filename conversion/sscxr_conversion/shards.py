@@ -10,7 +10,7 @@ crc32c, exactly as the zarr v3 ``sharding_indexed`` codec specifies with its def
 is that layout and returns ``None`` otherwise, so callers fall back to zarr's own path; the tests
 read what it writes back through zarr and compare every pixel.
 
-:func:`array_writer` does the same for a plain (unsharded) ``bytes`` + ``blosc`` array written
+:func:`array_chunks` does the same for a plain (unsharded) ``bytes`` + ``blosc`` array written
 whole in one go, such as a subvolume's dF/F matrix: each chunk is the Blosc-compressed C-order
 bytes of the chunk, padded with the fill value at the array's edges.
 
@@ -88,36 +88,37 @@ def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], N
     return write
 
 
-def array_writer(array: zarr.Array) -> Callable[[np.ndarray], None] | None:
-    """``write(data)`` storing all of ``array`` (every chunk) at once, or None if its layout is not
-    ``bytes`` (little-endian) + ``blosc`` on a regular chunk grid (then use ``array[...] = data``).
+def array_chunks(array: zarr.Array, data: np.ndarray) -> dict[str, bytes] | None:
+    """Every chunk object of ``array`` holding ``data`` (``{store key: bytes}``), or None if its
+    layout is not ``bytes`` (little-endian) + ``blosc`` on a regular chunk grid.
 
-    >>> write = array_writer(group["dff"])            # doctest: +SKIP
-    >>> write(dff)                                     # doctest: +SKIP
+    >>> blobs = array_chunks(group["dff"], dff)        # doctest: +SKIP
     """
+    layout = _plain_layout(array)
+    if layout is None:
+        return None
+    if data.shape != array.shape:
+        raise ValueError(f"data of shape {data.shape} for an array of shape {array.shape}")
+    codec, chunk_shape = layout
+    meta, prefix = array.metadata, array.store_path.path
+    data = data.astype(array.dtype.newbyteorder("<"), copy=False)
+    blobs = {}
+    for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
+        chunk = data[tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))]
+        key = meta.encode_chunk_key(pos)
+        blobs[f"{prefix}/{key}" if prefix else key] = bytes(codec.encode(_padded(chunk, chunk_shape, array.fill_value)))
+    return blobs
+
+
+def _plain_layout(array: zarr.Array) -> tuple[Any, tuple[int, ...]] | None:
+    """(numcodecs Blosc, chunk shape) of a ``bytes`` + ``blosc`` regular-grid array, else None."""
     meta = array.metadata
     codecs: list[Any] = list(getattr(meta, "codecs", ()))
     if not (len(codecs) == 2 and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], BloscCodec)
             and _little(codecs[0]) and array.dtype.itemsize == codecs[1].typesize
             and isinstance(getattr(meta, "chunk_grid", None), RegularChunkGrid)):
         return None
-    codec = _numcodecs_blosc(codecs[1])
-    chunk_shape = tuple(meta.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
-    dtype = array.dtype.newbyteorder("<")
-    store, prefix = array.store_path.store, array.store_path.path
-
-    def write(data: np.ndarray) -> None:
-        if data.shape != array.shape:
-            raise ValueError(f"data of shape {data.shape} for an array of shape {array.shape}")
-        data = data.astype(dtype, copy=False)
-        blobs = {}
-        for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
-            chunk = data[tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))]
-            key = meta.encode_chunk_key(pos)
-            blobs[f"{prefix}/{key}" if prefix else key] = bytes(codec.encode(_padded(chunk, chunk_shape, array.fill_value)))
-        put_many(store, blobs)
-
-    return write
+    return _numcodecs_blosc(codecs[1]), tuple(meta.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
 
 
 def _numcodecs_blosc(blosc: BloscCodec) -> Any:

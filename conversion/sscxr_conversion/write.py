@@ -7,6 +7,7 @@ task and then marked ``sscxr_written``; ``--resume`` skips marked groups.
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -14,14 +15,23 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from xarray import coding
+from xarray.backends.common import ArrayWriter
+from xarray.backends.zarr import ZarrStore
+from zarr.core.buffer import default_buffer_prototype
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
 from sscxr.errors import StoreExistsError
 from sscxr.schema import SCHEMA_VERSION, STATUS_COMPLETE, STATUS_INCOMPLETE
 
-from .shards import array_writer, put_many
+from .shards import array_chunks, put_many
 from .spec import ConversionSpec
+
+try:  # xarray >= 2025.x keeps it in writers.py
+    from xarray.backends.writers import dump_to_store as _dump_to_store
+except ImportError:  # pragma: no cover - older xarray
+    from xarray.backends.api import dump_to_store as _dump_to_store  # type: ignore[attr-defined,no-redef]
 
 WRITTEN = "sscxr_written"
 LARGE = 1 << 20  # variables above this many bytes get explicit chunks
@@ -107,64 +117,101 @@ def _portable_strings(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def _is_large(var: xr.Variable) -> bool:
-    """Numbers above :data:`LARGE` bytes: written by :func:`~.shards.array_writer`, whole."""
-    return var.dtype.kind in "fiu" and var.nbytes > LARGE
-
-
-def _lazy(values: np.ndarray) -> Any:
-    """``values`` as a one-chunk dask array without the copy and hashing of ``from_array``."""
-    import uuid
-
-    import dask.array
-
-    name = f"sscxr-{uuid.uuid4().hex}"
-    return dask.array.Array({(name, *(0,) * values.ndim): values}, name,
-                            chunks=tuple((n,) for n in values.shape), dtype=values.dtype)
-
-
 def write_group(store: zarr.abc.store.Store, path: str, ds: xr.Dataset, spec: ConversionSpec) -> str:
-    """Write one group whole (replacing any partial attempt), then mark it written.
+    """Write one group whole (replacing any partial attempt), marked written by its last object.
 
-    xarray encodes the group into an in-memory zarr store first, then every object goes to
-    ``store`` in one concurrent batch: zarr writes arrays one after another, each a few
-    sequential requests, which on S3 is a round trip per object and locally ~10 ms per
-    variable (docs/benchmarks-conversion.md). Numeric variables above :data:`LARGE` bytes
-    (dF/F, master images) skip zarr's per-chunk pipeline (~0.8 ms of Python per chunk): xarray
-    writes only their metadata and :func:`~.shards.array_writer` encodes all their chunks in one
-    pass. The marker is set only after the batch landed.
+    The group is encoded in memory first (:func:`encode_group`), then its objects go to ``store``
+    in one batch (concurrent requests on S3, plain file writes locally), the group's own
+    ``zarr.json``, which carries the ``sscxr_written`` marker, last: a group interrupted before
+    that has no metadata and is rewritten on ``--resume``.
     """
-    ds = _portable_strings(ds)
-    staged: dict[str, Any] = {}
-    staging = zarr.storage.MemoryStore(staged)
-    large = {name: var.values for name, var in ds.variables.items() if _is_large(var) and name not in ds.dims}
-    if large:  # lazy for xarray, which then writes their metadata only; chunks are encoded below
-        lazy = {name: ds[name].variable.copy(data=_lazy(values)) for name, values in large.items()}
-        ds = ds.assign_coords({k: v for k, v in lazy.items() if k in ds.coords})
-        ds = ds.assign({k: v for k, v in lazy.items() if k not in ds.coords})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)
-        ds.to_zarr(staging, group=path, mode="w", zarr_format=3, consolidated=False,
-                   encoding=encoding_for(ds, spec), compute=False)
-    for name, values in large.items():
-        array = zarr.open_array(staging, path=f"{path}/{name}", mode="r+", zarr_format=3)
-        write_all = array_writer(array) if array.dtype == values.dtype else None
-        if write_all is not None:
-            write_all(values)
-        else:  # a layout or encoding the one-pass writer does not handle: zarr's own path
-            array[...] = values
-    _upload(staged, store, path)
-    zarr.open_group(store, path=path, mode="r+", zarr_format=3).attrs[WRITTEN] = True
-    return path
-
-
-def _upload(staged: Mapping[str, Any], store: zarr.abc.store.Store, path: str) -> None:
-    """Replace ``path`` in ``store`` by the staged objects under it (and create missing parents)."""
+    staged = encode_group(ds, path, spec)
     sync(store.delete_dir(path))  # a partial attempt (interrupted conversion) goes first
-    keys = [k for k in staged if k.startswith(f"{path}/")]
+    head = f"{path}/zarr.json"
+    keys = [k for k in staged if k.startswith(f"{path}/") and k != head]
     parents = [k for k in staged if k.endswith("zarr.json") and not k.startswith(f"{path}/")]
     keys += [k for k in parents if not sync(store.exists(k))]  # never the root's (it holds the attrs)
     put_many(store, {k: staged[k] for k in keys})
+    put_many(store, {head: staged[head]})
+    return path
+
+
+def encode_group(ds: xr.Dataset, path: str, spec: ConversionSpec) -> dict[str, Any]:
+    """Every object of group ``path`` (marked written) as ``ds.to_zarr(zarr_format=3)`` would
+    store it with :func:`encoding_for`, computed in memory: ``{key: bytes or Buffer}``.
+
+    xarray's own encoding decides every array's dtype, fill value, chunks, attributes and
+    dimension names (a :class:`_PlanningStore` records what it would create); zarr creates the
+    metadata of all arrays in one event-loop call and :func:`~.shards.array_chunks` encodes
+    numeric chunks in one pass. Through ``to_zarr`` the same group costs ~2 ms of zarr
+    round trips per variable and ~0.8 ms per chunk, most of a session's conversion
+    (docs/benchmarks-conversion.md); ``tests/test_write.py`` checks that both give the same
+    metadata documents and values.
+    """
+    ds = _portable_strings(ds)
+    ds = ds.assign_attrs({WRITTEN: True})
+    staged: dict[str, Any] = {}
+    staging = zarr.storage.MemoryStore(staged)
+    zstore = _PlanningStore.open_group(staging, mode="w", group=path, zarr_format=3, consolidated=False)
+    zstore.planned = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        _dump_to_store(ds, zstore, ArrayWriter(), encoding=encoding_for(ds, spec))
+    group = zstore.zarr_group._async_group
+    blobs: dict[str, bytes] = {}
+
+    async def create(p: _Planned) -> None:
+        array = await group.create_array(p.name, shape=p.shape, dtype=p.dtype, fill_value=p.fill_value,
+                                         attributes=p.attrs, **p.encoding)
+        data, target = np.asarray(p.data), zarr.Array(array)
+        chunks = array_chunks(target, data) if data.dtype == target.dtype else None
+        if chunks is not None:
+            blobs.update(chunks)
+        elif data.size:  # strings and anything the one-pass encoder does not handle: zarr's own path
+            await array.setitem(Ellipsis, data)
+
+    sync(_gather(create(p) for p in zstore.planned))
+    proto = default_buffer_prototype()
+    staged.update({k: proto.buffer.from_bytes(v) for k, v in blobs.items()})
+    return staged
+
+
+async def _gather(coroutines: Any) -> None:
+    await asyncio.gather(*coroutines)
+
+
+class _Planned:
+    """An array xarray would create, and the data it would write into it."""
+
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: Any, fill_value: Any,
+                 encoding: dict[str, Any], attrs: dict[str, Any]):
+        self.name, self.shape, self.dtype, self.fill_value = name, shape, dtype, fill_value
+        self.encoding, self.attrs = encoding, attrs
+        self.data: Any = None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        whole = key is Ellipsis or key == () or all(k == slice(None) for k in key)
+        if not whole:
+            raise NotImplementedError(f"a region write {key!r} into {self.name}")
+        self.data = value
+
+
+class _PlanningStore(ZarrStore):
+    """xarray's ZarrStore, recording the arrays it would create instead of creating them."""
+
+    __slots__ = ("planned",)
+    planned: list[_Planned]
+
+    def _create_new_array(self, *, name: str, shape: Any, dtype: Any, fill_value: Any,  # type: ignore[override]
+                          encoding: dict[str, Any], attrs: dict[str, Any]) -> _Planned:
+        encoding = dict(encoding)
+        if coding.strings.check_vlen_dtype(dtype) is str:
+            dtype = str
+        encoding["config"] = {c: encoding.pop(c) for c in ("write_empty_chunks", "order") if c in encoding}
+        encoding.pop("fill_value", None)
+        planned = _Planned(name, shape, dtype, fill_value, encoding, attrs)
+        self.planned.append(planned)
+        return planned
 
 
 def finalise(store: zarr.abc.store.Store, attrs: Mapping[str, Any]) -> str:
