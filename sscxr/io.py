@@ -486,11 +486,11 @@ def check_writable(url: str | os.PathLike[str], storage_options: Mapping[str, An
 # --------------------------------------------------------------------------------------------
 
 
-def _node_documents(node: Any) -> dict[str, Any]:
+def _node_documents(metadata: Any) -> dict[str, Any]:
     from zarr.core.buffer import default_buffer_prototype
 
     docs = {}
-    for name, buf in node.metadata.to_buffer_dict(default_buffer_prototype()).items():
+    for name, buf in metadata.to_buffer_dict(default_buffer_prototype()).items():
         docs[name] = json.loads(buf.to_bytes())
     for doc in docs.values():
         if isinstance(doc, dict):
@@ -499,13 +499,19 @@ def _node_documents(node: Any) -> dict[str, Any]:
 
 
 def _version_of_group(group: zarr.Group) -> str:
-    nodes = {"": _node_documents(group)}
+    return version_of_metadata(group.metadata, {path: m.metadata for path, m in group.members(max_depth=None)})
+
+
+def version_of_metadata(root: Any, members: Mapping[str, Any]) -> str:
+    """:func:`content_version` from metadata objects already in memory: the root group's and
+    every member's (``{path: metadata}``), as the converter holds them when it finalises a store."""
+    nodes = {"": _node_documents(root)}
     for attr_doc in (nodes[""].get("zarr.json", {}).get("attributes"), nodes[""].get(".zattrs")):
         for name in VERSION_EXCLUDED_ATTRS if isinstance(attr_doc, dict) else ():
             attr_doc.pop(name, None)  # type: ignore[union-attr]
     nodes[""].pop(".zmetadata", None)
-    for path, member in group.members(max_depth=None):
-        nodes[path] = _node_documents(member)
+    for path, metadata in members.items():
+        nodes[path] = _node_documents(metadata)
     payload = json.dumps([_CONTENT_VERSION_SCHEME, sorted(nodes.items())], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

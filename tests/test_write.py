@@ -113,3 +113,44 @@ def test_group_metadata_is_the_last_object_written(tmp_path, monkeypatch):
     monkeypatch.setattr(write, "put_many", real)
     write.write_group(store, "trials", ds, ConversionSpec())
     assert zarr.open_group(store, path="trials", mode="r").attrs[write.WRITTEN] is True
+
+
+def _reference_finalise(store, attrs):
+    """What finalise wrote before it computed everything in memory: zarr's own consolidation."""
+    import warnings
+
+    from sscxr.io import content_version
+
+    root = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
+    root.attrs.update({**attrs, "sscxr_status": "complete"})
+    version = content_version(root)
+    root.attrs["content_version"] = version
+    groups = [p for p, node in root.members(max_depth=None) if isinstance(node, zarr.Group)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in sorted(groups, key=lambda p: -p.count("/")):
+            zarr.consolidate_metadata(store, path=path)
+        zarr.consolidate_metadata(store)
+    return version
+
+
+def test_finalise_writes_what_zarr_consolidation_writes(tmp_path):
+    from sscxr.io import content_version, open_group
+
+    groups = _ssc1_groups(tmp_path)
+    spec = ConversionSpec(archive="ssc-1")
+    stores = []
+    for name in ("ours", "zarrs"):
+        store = write.open_store(str(tmp_path / f"{name}.zarr"), None, mode="w")
+        write.prepare(store, name, overwrite=False, resume=False, attrs={"archive": "ssc-1", "x": [1, 2]})
+        for path, ds in groups.items():
+            write.write_group(store, path, ds, spec)
+        stores.append(store)
+    attrs = {"archive": "ssc-1", "provenance": {"warnings": ["w"]}}
+    version = write.finalise(stores[0], attrs)
+    assert version == _reference_finalise(stores[1], attrs)
+    assert _documents(stores[0], "") == _documents(stores[1], "")
+    assert content_version(stores[0]) == version
+    assert write.store_state(stores[0]) == "complete"
+    sub = open_group(str(tmp_path / "ours.zarr"), "imaging/subvolume_01")
+    xr.testing.assert_equal(sub, groups["imaging/subvolume_01"])

@@ -8,6 +8,7 @@ task and then marked ``sscxr_written``; ``--resume`` skips marked groups.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,7 @@ from xarray import coding
 from xarray.backends.common import ArrayWriter
 from xarray.backends.zarr import ZarrStore
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import ConsolidatedMetadata, GroupMetadata
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
 
@@ -215,21 +217,38 @@ class _PlanningStore(ZarrStore):
 
 
 def finalise(store: zarr.abc.store.Store, attrs: Mapping[str, Any]) -> str:
-    """Mark the store complete, pin its content version and consolidate metadata (last).
+    """Mark the store complete, pin its content version and consolidate metadata; return the version.
 
-    Every group gets its own consolidated metadata too, so ``sscxr.io.open_group`` reads one
-    object for one group; the root's comes last, and only it makes the store look complete.
+    Every group gets its own consolidated metadata (as ``zarr.consolidate_metadata(store,
+    path=group)`` would write it), so ``sscxr.io.open_group`` reads one object for one group.
+    All of it is computed from one walk over the store's metadata; the groups' documents are
+    put at once, and the root's last: its single write carries the attrs, ``complete`` and the
+    consolidated metadata, so a store never looks complete before it is.
     """
-    from sscxr.io import content_version
+    from sscxr.io import version_of_metadata
 
     root = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
-    root.attrs.update({**attrs, "sscxr_status": STATUS_COMPLETE})
-    version = content_version(root)
-    root.attrs["content_version"] = version
-    groups = [path for path, node in root.members(max_depth=None) if isinstance(node, zarr.Group)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for path in sorted(groups, key=lambda p: -p.count("/")):  # deepest first: one GET per group
-            zarr.consolidate_metadata(store, path=path)
-        zarr.consolidate_metadata(store)
+    flat: dict[str, Any] = {}
+    for path, node in root.members(max_depth=None):
+        meta = node.metadata
+        flat[path] = dataclasses.replace(meta, consolidated_metadata=None) if isinstance(meta, GroupMetadata) else meta
+    root_meta = dataclasses.replace(root.metadata, consolidated_metadata=None,
+                                    attributes={**root.attrs.asdict(), **attrs, "sscxr_status": STATUS_COMPLETE})
+    version = version_of_metadata(root_meta, flat)
+    root_meta.attributes["content_version"] = version
+    groups = sorted((p for p, m in flat.items() if isinstance(m, GroupMetadata)), key=lambda p: -p.count("/"))
+    for path in groups:  # deepest first, so each group's children carry their own consolidation
+        flat[path] = _consolidated(flat[path], {k[len(path) + 1:]: m for k, m in flat.items() if k.startswith(f"{path}/")})
+    root_meta = _consolidated(root_meta, flat)
+    proto = default_buffer_prototype()
+    put_many(store, {f"{path}/zarr.json": flat[path].to_buffer_dict(proto)["zarr.json"] for path in groups})
+    put_many(store, {"zarr.json": root_meta.to_buffer_dict(proto)["zarr.json"]})
     return version
+
+
+def _consolidated(group: GroupMetadata, members: Mapping[str, Any]) -> GroupMetadata:
+    """``group`` with the consolidated metadata of ``members`` (flat, keyed by relative path)."""
+    flat = {k: dataclasses.replace(m, consolidated_metadata=ConsolidatedMetadata(metadata={}))
+            if isinstance(m, GroupMetadata) and m.consolidated_metadata is None else m for k, m in members.items()}
+    ConsolidatedMetadata._flat_to_nested(flat)
+    return dataclasses.replace(group, consolidated_metadata=ConsolidatedMetadata(metadata=flat))
