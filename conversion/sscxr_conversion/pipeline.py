@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from .source import is_tar, iter_members
 from .spec import ConversionSpec
 from .tasks import options_for, runner
 
+_SERIAL = threading.Lock()
 SSC11_FOLDER = re.compile(r"session_neuropilone_(pre|post)ablate")
 
 
@@ -104,6 +107,7 @@ class ReadPlan:
     warnings: list[str] = field(default_factory=list)
     finish: Callable[[list[Any]], Finished] | None = None
     raw: Callable[..., list[str]] | None = None  # --raw: raw.RawStep, run after the tasks
+    threads: int = 1  # local task threads (tasks that inflate MAT files overlap on two)
 
 
 def detect_archive(src: str | os.PathLike) -> str:
@@ -159,8 +163,9 @@ def read_ssc1(src: str | os.PathLike, spec: ConversionSpec) -> tuple[dict, dict,
     member = next(members, None)
     if member is None:
         raise SourceFormatError(str(src), "contains no ssc-1 session file (an<ID>_<YYYY_MM_DD>_session.mat)")
-    with ThreadPoolExecutor(1) as pool:  # hash while loading: sha256 and zlib release the GIL
+    with ThreadPoolExecutor(2) as pool:  # hash while loading: sha256 and zlib release the GIL
         record = pool.submit(lambda: member.record)
+        pool.submit(_warm_imports)
         content = read_session(load_mat(member.source, name=member.name, variable="s"))
         records.insert(0, record.result())
     del member
@@ -173,6 +178,15 @@ def read_ssc1(src: str | os.PathLike, spec: ConversionSpec) -> tuple[dict, dict,
     small = {k: v for k, v in content.groups.items() if not k.startswith("imaging/")}
     tasks = _subvolume_tasks(content.groups)
     return attrs, small, tasks, content.warnings
+
+
+def _warm_imports() -> None:
+    """Import, while loadmat inflates (zlib releases the GIL), what labeling would import later:
+    xarray loads ``dask.array`` on its first object-dtype variable (0.3 s of a conversion)."""
+    try:
+        import dask.array  # noqa: F401
+    except ImportError:  # dask is optional for labeling
+        pass
 
 
 def _subvolume_tasks(groups: Mapping[str, xr.Dataset]) -> list[list[tuple[str, xr.Dataset]]]:
@@ -200,7 +214,7 @@ def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_optio
     summaries: dict[int, Any] = {}
     jobs = ((dest, i, t, spec, not all(p in done for p in t.paths)) for i, t in enumerate(plan.tasks))
     jobs = (j for j in jobs if j[4] or j[2].needs_summary)
-    with runner(dest, storage_options, workers=workers, scheduler=scheduler) as run:
+    with runner(dest, storage_options, workers=workers, scheduler=scheduler, threads=plan.threads) as run:
         bar = _progress(plan.n_tasks, progress, desc=f"writing {Path(dest).name}")
         for index, paths, summary in run.run(_run_task, jobs):
             written += paths
@@ -227,12 +241,17 @@ def _write_groups(store: Any, groups: Mapping[str, xr.Dataset], done: set[str], 
 
 def _run_task(url: str, index: int, task: GroupTask, spec: ConversionSpec,
               write_groups: bool) -> tuple[int, list[str], Any]:
-    """Build one task where it runs; write its groups unless they are already written."""
-    groups, summary = task.build()
-    if not write_groups:
-        return index, [], summary
-    store = write.open_store(url, options_for(url), mode="w")
-    return index, [write.write_group(store, path, ds, spec) for path, ds in groups], summary
+    """Build one task where it runs; write its groups unless they are already written.
+
+    A task with ``serial = True`` (a MAT v7.3 file: h5py has one global lock) never runs
+    beside another such task in this process.
+    """
+    with _SERIAL if getattr(task, "serial", False) else nullcontext():
+        groups, summary = task.build()
+        if not write_groups:
+            return index, [], summary
+        store = write.open_store(url, options_for(url), mode="w")
+        return index, [write.write_group(store, path, ds, spec) for path, ds in groups], summary
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:

@@ -104,6 +104,20 @@ class SubvolumeTask:
         g = self.file.group
         return g, f"{g}/rois", f"{g}/ca_events"
 
+    @property
+    def serial(self) -> bool:
+        """MAT v7.3 files are converted one at a time: h5py serialises every call on one lock,
+        and two threads contending for it measured slower (23 s vs 15 s for the benchmark
+        animal). v5 tasks overlap two at a time: one inflates (zlib releases the GIL) while
+        the other labels and writes (1.8x -> 1.3x of loadmat, docs/benchmarks-conversion-ssc11.md)."""
+        if self.data is not None:
+            return mat_version(self.data[:520]) == "7.3"
+        path = Path(self.file.path or "")
+        if not path.is_file():
+            return False  # build() names the problem
+        with open(path, "rb") as f:
+            return mat_version(f.read(520)) == "7.3"
+
     def build(self) -> tuple[list[tuple[str, xr.Dataset]], FileSummary]:
         source = self.data if self.data is not None else _local(self.file)
         try:
@@ -139,7 +153,7 @@ def read_animal(src: str | os.PathLike, spec: ConversionSpec) -> ReadPlan:
     attrs = {"archive": "ssc-11", **_root_attrs(inv, ablations),
              "provenance": provenance(inv.records, spec, warnings)}
     tasks: Iterable[SubvolumeTask] = _stream_tasks(inv) if is_tar(src) else [SubvolumeTask(f) for f in inv.files]
-    return ReadPlan(attrs, {}, tasks, len(inv.files), warnings,
+    return ReadPlan(attrs, {}, tasks, len(inv.files), warnings, threads=2,
                     finish=lambda summaries: finish(summaries, inv, ablations))
 
 
