@@ -470,3 +470,16 @@ def test_docs_ssc11_runs():
     namespace: dict = {"__name__": "docs.ssc11"}
     for i, block in enumerate(re.findall(r"```python\n(.*?)```", text, re.S)):
         exec(compile(block, f"docs/ssc11.md[block {i}]", "exec"), namespace)
+
+
+def test_two_tasks_at_once_only_when_two_files_fit_in_memory(truth, monkeypatch):
+    from sscxr_conversion import ssc11_pipeline
+
+    inv = ssc11_pipeline.take_inventory(truth.animal_dir)
+    biggest = sorted((r.size for r in inv.records if ssc11_pipeline.SUBVOLUME_FILE.search(r.name)), reverse=True)
+    need = ssc11_pipeline.TASK_MEMORY_FACTOR * sum(biggest[:2]) * 2  # half the memory must hold them
+    page = 4096
+    monkeypatch.setattr(ssc11_pipeline.os, "sysconf", lambda name: page if name == "SC_PAGE_SIZE" else (need + page) // page)
+    assert ssc11_pipeline._task_threads(inv) == 2
+    monkeypatch.setattr(ssc11_pipeline.os, "sysconf", lambda name: page if name == "SC_PAGE_SIZE" else (need - page) // page)
+    assert ssc11_pipeline._task_threads(inv) == 1
