@@ -56,7 +56,7 @@ def test_same_metadata_and_values_as_to_zarr(tmp_path, archive):
     spec = ConversionSpec(archive=archive)
     assert len(groups) >= 5
     for path, ds in groups.items():
-        ours = zarr.storage.MemoryStore(write.encode_group(ds, path, spec))
+        ours = zarr.storage.MemoryStore(write.encode_group(ds, path, spec)[0])
         theirs = zarr.storage.MemoryStore()
         ref = write._portable_strings(ds).assign_attrs({write.WRITTEN: True})
         ref.to_zarr(theirs, group=path, mode="w", zarr_format=3, consolidated=False,
@@ -77,7 +77,7 @@ def test_large_matrix_goes_through_the_one_pass_encoder(tmp_path):
                     coords={"cell": np.arange(70), "time": np.arange(1100) / 7.0,
                             "fov": ("cell", np.array([f"fov_{i:05d}" for i in range(70)]))})
     spec = ConversionSpec(dff_chunks=(32, 512))
-    staged = write.encode_group(ds, "imaging/subvolume_01", spec)
+    staged, _ = write.encode_group(ds, "imaging/subvolume_01", spec)
     chunk_keys = sorted(k for k in staged if k.startswith("imaging/subvolume_01/dff/c/"))
     assert len(chunk_keys) == 3 * 3  # ceil(70/32) x ceil(1100/512), edge chunks included
     back = xr.open_zarr(zarr.storage.MemoryStore(staged), group="imaging/subvolume_01", zarr_format=3,

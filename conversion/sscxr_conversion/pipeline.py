@@ -26,7 +26,7 @@ from .readers._matfile import load_mat
 from .readers.ssc1 import SESSION_FILE, read_session
 from .source import is_tar, iter_members
 from .spec import ConversionSpec
-from .tasks import options_for, runner
+from .tasks import options_for, register_options, runner
 
 _SERIAL = threading.Lock()
 SSC11_FOLDER = re.compile(r"session_neuropilone_(pre|post)ablate")
@@ -71,6 +71,7 @@ class ReadyGroups:
 
     groups: list[tuple[str, xr.Dataset]]
     needs_summary: bool = False
+    prewritten: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # path -> early arrays
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -137,26 +138,66 @@ def convert(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, 
     <ConversionResult ssc-1 -> an197522_2013_03_08.zarr: 7 groups written, ...>
     """
     spec = ConversionSpec.from_dict({**(spec or ConversionSpec()).to_dict(), "archive": detect_archive(src)})
-    return write_plan(dest, read_plan(src, spec), spec, storage_options=storage_options, workers=workers,
-                      scheduler=scheduler, overwrite=overwrite, resume=resume, progress=progress)
+    early = None
+    if spec.archive == "ssc-1" and not resume:  # dF/F goes to the store while the file inflates
+        register_options(dest, storage_options)
+        early = write.EarlyArrays(write.open_store(dest, storage_options, mode="w"), dest, spec, overwrite=overwrite)
+    try:
+        plan = read_plan(src, spec, early=early)
+    except BaseException:
+        if early is not None:
+            early.abandon()
+        raise
+    return write_plan(dest, plan, spec, storage_options=storage_options, workers=workers,
+                      scheduler=scheduler, overwrite=overwrite, resume=resume, progress=progress, early=early)
 
 
-def read_plan(src: str | os.PathLike, spec: ConversionSpec) -> ReadPlan:
-    """The :class:`ReadPlan` of SRC for ``spec.archive`` (``"ssc-1"`` or ``"ssc-11"``)."""
+def read_plan(src: str | os.PathLike, spec: ConversionSpec, early: write.EarlyArrays | None = None) -> ReadPlan:
+    """The :class:`ReadPlan` of SRC for ``spec.archive`` (``"ssc-1"`` or ``"ssc-11"``).
+
+    With ``early`` (ssc-1), each subvolume's dF/F is written while the rest of the file is read.
+    """
     if spec.archive == "ssc-11":
         from .ssc11_pipeline import read_animal
 
         return read_animal(src, spec)
-    attrs, groups, tasks, warnings = read_ssc1(src, spec)
+    attrs, groups, tasks, warnings = read_ssc1(src, spec, early=early)
     raw = None
     if spec.raw:
         from .raw import RawStep
 
         raw = RawStep(src, {**groups, **{p: ds for t in tasks for p, ds in t}}, spec)
-    return ReadPlan(attrs, groups, [ReadyGroups(t) for t in tasks], len(tasks), warnings, raw=raw)
+    ready = [ReadyGroups(t, prewritten={p: early.layouts(p) for p, _ in t} if early else {}) for t in tasks]
+    return ReadPlan(attrs, groups, ready, len(tasks), warnings, raw=raw)
 
 
-def read_ssc1(src: str | os.PathLike, spec: ConversionSpec) -> tuple[dict, dict, list, list[str]]:
+TSA_ENTRY = re.compile(r"^s\.timeSeriesArrayHash\.value\{\d+\}$")
+STREAMED = ("s", "s.timeSeriesArrayHash", "s.timeSeriesArrayHash.value")
+
+
+def _early_dff(early: write.EarlyArrays, file: str) -> Callable[[str, Any], None]:
+    """An ``on_item`` handler writing each imaging entry's dF/F as soon as it is parsed.
+
+    Only entries whose group name is certain from the entry alone (one ``fov_VVPPP`` number in
+    its planes' file lists) are written early; anything unusual is left to the labeling, which
+    names the problem.
+    """
+    from .readers._matfile import MatNode
+    from .readers.imaging import read_entry_dff
+
+    def handle(path: str, value: Any) -> None:
+        if not TSA_ENTRY.match(path):
+            return
+        found = read_entry_dff(MatNode(value, path, file))
+        if found is not None:
+            vv, dff = found
+            early.write(f"imaging/subvolume_{vv:02d}", "dff", ("cell", "time"), dff)
+
+    return handle
+
+
+def read_ssc1(src: str | os.PathLike, spec: ConversionSpec,
+              early: write.EarlyArrays | None = None) -> tuple[dict, dict, list, list[str]]:
     """Read an ssc-1 session: root attrs, small groups (driver) and per-subvolume task groups."""
     records: list[SourceRecord] = []
     members = iter_members(src, lambda n: bool(SESSION_FILE.search(n)), records)
@@ -166,7 +207,8 @@ def read_ssc1(src: str | os.PathLike, spec: ConversionSpec) -> tuple[dict, dict,
     with ThreadPoolExecutor(2) as pool:  # hash while loading: sha256 and zlib release the GIL
         record = pool.submit(lambda: member.record)
         pool.submit(_warm_imports)
-        content = read_session(load_mat(member.source, name=member.name, variable="s"))
+        hooks = {} if early is None else {"on_item": _early_dff(early, member.name), "descend": STREAMED}
+        content = read_session(load_mat(member.source, name=member.name, variable="s", **hooks))
         records.insert(0, record.result())
     del member
     if spec.raw:  # the raw pass streams on (a second pass) and records the tarball itself
@@ -206,10 +248,10 @@ def write_content(dest: str, attrs: dict, groups: dict[str, xr.Dataset],
 
 def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_options: Mapping[str, Any] | None,
                workers: int | None, scheduler: str | None, overwrite: bool, resume: bool,
-               progress: bool) -> ConversionResult:
+               progress: bool, early: write.EarlyArrays | None = None) -> ConversionResult:
     """Template, independent tasks, driver groups, the plan's finish, finalise."""
     store = write.open_store(dest, storage_options, mode="w")
-    done = write.prepare(store, dest, overwrite=overwrite, resume=resume, attrs=plan.attrs)
+    done = write.prepare(store, dest, overwrite=overwrite, resume=resume, attrs=plan.attrs, early=early)
     written: list[str] = []
     summaries: dict[int, Any] = {}
     jobs = ((dest, i, t, spec, not all(p in done for p in t.paths)) for i, t in enumerate(plan.tasks))
@@ -251,7 +293,8 @@ def _run_task(url: str, index: int, task: GroupTask, spec: ConversionSpec,
         if not write_groups:
             return index, [], summary
         store = write.open_store(url, options_for(url), mode="w")
-        return index, [write.write_group(store, path, ds, spec) for path, ds in groups], summary
+        early = getattr(task, "prewritten", {})
+        return index, [write.write_group(store, path, ds, spec, prewritten=early.get(path)) for path, ds in groups], summary
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:

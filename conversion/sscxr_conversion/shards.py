@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import google_crc32c
@@ -179,14 +179,22 @@ def put_many(store: Any, blobs: Mapping[str, Any]) -> None:
     session: 0.9 s vs 0.12 s).
     """
     if isinstance(store, LocalStore) and not store.read_only:
-        root = Path(store.root)
-        made: set[Path] = set()
+        root = os.fspath(store.root)
+        made: set[str] = set()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
         for key, blob in blobs.items():
-            target = root / key
-            if target.parent not in made:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                made.add(target.parent)
-            target.write_bytes(blob if isinstance(blob, bytes) else blob.as_numpy_array().tobytes())
+            target = os.path.join(root, key)
+            parent = os.path.dirname(target)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            data = memoryview(blob if isinstance(blob, bytes) else blob.as_numpy_array())
+            fd = os.open(target, flags, 0o666)
+            try:
+                while data:
+                    data = data[os.write(fd, data):]
+            finally:
+                os.close(fd)
         return
     proto = default_buffer_prototype()
 

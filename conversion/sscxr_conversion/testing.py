@@ -11,13 +11,13 @@ CRASH_MID_GROUP = textwrap.dedent("""
     import os, signal, sys
     import sscxr_conversion.write as write
     real, count = write.write_group, [0]
-    def crashing(store, path, ds, spec):
+    def crashing(store, path, ds, spec, **options):
         count[0] += 1
         if count[0] == int(sys.argv[3]):      # die in the middle of a group: half its variables
             half = ds[list(ds.data_vars)[: max(1, len(ds.data_vars) // 2)]]
             half.to_zarr(store, group=path, mode="w", zarr_format=3, consolidated=False)
             os.kill(os.getpid(), signal.SIGKILL)
-        return real(store, path, ds, spec)
+        return real(store, path, ds, spec, **options)
     write.write_group = crashing
     from sscxr_conversion import convert
     convert(sys.argv[1], sys.argv[2], progress=False)

@@ -56,21 +56,36 @@ def store_state(store: zarr.abc.store.Store) -> str | None:
 
 
 def prepare(store: zarr.abc.store.Store, url: str, *, overwrite: bool, resume: bool,
-            attrs: Mapping[str, Any]) -> set[str]:
-    """Create (or reopen for resume) the root group; return the group paths already written."""
+            attrs: Mapping[str, Any], early: EarlyArrays | None = None) -> set[str]:
+    """Create (or reopen for resume) the root group; return the group paths already written.
+
+    With ``early`` (arrays written while reading), the root this conversion created is kept
+    and only given its attrs.
+    """
+    if early is not None and early.created:
+        root = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
+        root.attrs.update({**attrs, "sscxr_schema_version": SCHEMA_VERSION, "sscxr_status": STATUS_INCOMPLETE})
+        return set()
+    state = _refuse_existing(store, url, overwrite=overwrite, resume=resume)
+    if state is not None and resume and not overwrite:
+        root = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
+        if "provenance" in root.attrs:  # else it died while reading its source: nothing to keep
+            _check_same_source(root.attrs.asdict(), attrs, url)
+            root.attrs["sscxr_status"] = STATUS_INCOMPLETE
+            return _written_groups(root)
+    root = zarr.open_group(store, mode="w", zarr_format=3)
+    root.attrs.update({**attrs, "sscxr_schema_version": SCHEMA_VERSION, "sscxr_status": STATUS_INCOMPLETE})
+    return set()
+
+
+def _refuse_existing(store: zarr.abc.store.Store, url: str, *, overwrite: bool, resume: bool) -> str | None:
+    """The store's state; a :class:`StoreExistsError` if it exists and neither flag allows it."""
     state = store_state(store)
     if state is not None and not (overwrite or resume):
         what = "a complete store" if state == STATUS_COMPLETE else "an unfinished conversion"
         raise StoreExistsError(f"{url} already holds {what}; pass --overwrite to replace it"
                                + (" or --resume to finish it" if state != STATUS_COMPLETE else ""))
-    if state is not None and resume and not overwrite:
-        root = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
-        _check_same_source(root.attrs.asdict(), attrs, url)
-        root.attrs["sscxr_status"] = STATUS_INCOMPLETE
-        return _written_groups(root)
-    root = zarr.open_group(store, mode="w", zarr_format=3)
-    root.attrs.update({**attrs, "sscxr_schema_version": SCHEMA_VERSION, "sscxr_status": STATUS_INCOMPLETE})
-    return set()
+    return state
 
 
 def _check_same_source(old: Mapping[str, Any], new: Mapping[str, Any], url: str) -> None:
@@ -119,16 +134,24 @@ def _portable_strings(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def write_group(store: zarr.abc.store.Store, path: str, ds: xr.Dataset, spec: ConversionSpec) -> str:
+def write_group(store: zarr.abc.store.Store, path: str, ds: xr.Dataset, spec: ConversionSpec,
+                prewritten: Mapping[str, dict[str, Any]] | None = None) -> str:
     """Write one group whole (replacing any partial attempt), marked written by its last object.
 
     The group is encoded in memory first (:func:`encode_group`), then its objects go to ``store``
     in one batch (concurrent requests on S3, plain file writes locally), the group's own
     ``zarr.json``, which carries the ``sscxr_written`` marker, last: a group interrupted before
     that has no metadata and is rewritten on ``--resume``.
+
+    ``prewritten`` names arrays whose chunks :class:`EarlyArrays` already stored under ``path``
+    in this conversion (``{name: layout}``): they are kept, not re-encoded, if the group's
+    encoding gives them the same layout; otherwise the group is rewritten from scratch.
     """
-    staged = encode_group(ds, path, spec)
-    sync(store.delete_dir(path))  # a partial attempt (interrupted conversion) goes first
+    staged, kept = encode_group(ds, path, spec, prewritten=prewritten)
+    if prewritten and kept != set(prewritten):
+        staged, kept = encode_group(ds, path, spec)
+    if not kept:
+        sync(store.delete_dir(path))  # a partial attempt (interrupted conversion) goes first
     head = f"{path}/zarr.json"
     keys = [k for k in staged if k.startswith(f"{path}/") and k != head]
     parents = [k for k in staged if k.endswith("zarr.json") and not k.startswith(f"{path}/")]
@@ -138,9 +161,68 @@ def write_group(store: zarr.abc.store.Store, path: str, ds: xr.Dataset, spec: Co
     return path
 
 
-def encode_group(ds: xr.Dataset, path: str, spec: ConversionSpec) -> dict[str, Any]:
+def array_layout(array: Any) -> dict[str, Any]:
+    """What decides an array's chunk objects: shape, dtype, chunk grid, key encoding, codecs."""
+    doc = array.metadata.to_dict()
+    return {k: doc.get(k) for k in ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "codecs")}
+
+
+class EarlyArrays:
+    """Chunks of large arrays written while the source is still being read (ssc-1 dF/F).
+
+    The destination is checked at once (an existing store needs ``overwrite``) but created
+    only at the first :meth:`write`: the root group, ``incomplete`` and without provenance
+    (which needs the whole source), then the group path is cleared and the array's chunks put,
+    encoded exactly as :func:`encode_group` will encode them. :meth:`layouts` tells
+    :func:`write_group` what it may keep; :meth:`abandon` removes a store this object created
+    when reading fails.
+
+    >>> early = EarlyArrays(store, "x.zarr", spec, overwrite=False)   # doctest: +SKIP
+    >>> early.write("imaging/subvolume_02", "dff", ("cell", "time"), dff)  # doctest: +SKIP
+    """
+
+    def __init__(self, store: zarr.abc.store.Store, url: str, spec: ConversionSpec, *, overwrite: bool):
+        self.store, self.url, self.spec = store, url, spec
+        self.existed = _refuse_existing(store, url, overwrite=overwrite, resume=False) is not None
+        self.created = False
+        self._layouts: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def write(self, path: str, name: str, dims: tuple[str, ...], values: np.ndarray) -> None:
+        if not self.created:
+            zarr.open_group(self.store, mode="w", zarr_format=3,
+                            attributes={"sscxr_schema_version": SCHEMA_VERSION, "sscxr_status": STATUS_INCOMPLETE})
+            self.created = True
+        if path not in self._layouts:
+            sync(self.store.delete_dir(path))
+            self._layouts[path] = {}
+        staged, _ = encode_group(xr.Dataset({name: (dims, values)}), path, self.spec)
+        prefix = f"{path}/{name}/"
+        chunks = {k: v for k, v in staged.items() if k.startswith(prefix) and not k.endswith("zarr.json")}
+        array = zarr.open_array(zarr.storage.MemoryStore(staged), path=f"{path}/{name}", mode="r", zarr_format=3)
+        self._layouts[path][name] = array_layout(array)
+        put_many(self.store, chunks)
+
+    def layouts(self, path: str) -> dict[str, dict[str, Any]]:
+        """``{array name: layout}`` of the arrays written early under group ``path``."""
+        return dict(self._layouts.get(path, {}))
+
+    def abandon(self) -> None:
+        """Remove what this object wrote, if it created the store (reading the source failed)."""
+        if self.created and not self.existed:
+            sync(self.store.delete_dir(""))
+            root = getattr(self.store, "root", None)
+            if root is not None and isinstance(self.store, zarr.storage.LocalStore):
+                import shutil
+
+                shutil.rmtree(root, ignore_errors=True)
+
+
+def encode_group(ds: xr.Dataset, path: str, spec: ConversionSpec,
+                 prewritten: Mapping[str, dict[str, Any]] | None = None) -> tuple[dict[str, Any], set[str]]:
     """Every object of group ``path`` (marked written) as ``ds.to_zarr(zarr_format=3)`` would
-    store it with :func:`encoding_for`, computed in memory: ``{key: bytes or Buffer}``.
+    store it with :func:`encoding_for`, computed in memory: ``({key: bytes or Buffer}, kept)``,
+    where ``kept`` are the arrays of ``prewritten`` whose layout matched, so their chunks were
+    left out (they are in the store already).
 
     xarray's own encoding decides every array's dtype, fill value, chunks, attributes and
     dimension names (a :class:`_PlanningStore` records what it would create); zarr creates the
@@ -159,27 +241,68 @@ def encode_group(ds: xr.Dataset, path: str, spec: ConversionSpec) -> dict[str, A
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         _dump_to_store(ds, zstore, ArrayWriter(), encoding=encoding_for(ds, spec))
-    group = zstore.zarr_group._async_group
+    proto = default_buffer_prototype()
     blobs: dict[str, bytes] = {}
-
-    async def create(p: _Planned) -> None:
-        array = await group.create_array(p.name, shape=p.shape, dtype=p.dtype, fill_value=p.fill_value,
-                                         attributes=p.attrs, **p.encoding)
-        data, target = np.asarray(p.data), zarr.Array(array)
+    kept: set[str] = set()
+    for p in zstore.planned:
+        target = _new_array(staging, f"{path}/{p.name}", p)
+        if prewritten and p.name in prewritten and array_layout(target) == prewritten[p.name]:
+            kept.add(p.name)
+            continue
+        data = np.asarray(p.data)
         chunks = array_chunks(target, data) if data.dtype == target.dtype else None
         if chunks is not None:
             blobs.update(chunks)
         elif data.size:  # strings and anything the one-pass encoder does not handle: zarr's own path
-            await array.setitem(Ellipsis, data)
-
-    sync(_gather(create(p) for p in zstore.planned))
-    proto = default_buffer_prototype()
+            target[...] = data
     staged.update({k: proto.buffer.from_bytes(v) for k, v in blobs.items()})
-    return staged
+    return staged, kept
 
 
-async def _gather(coroutines: Any) -> None:
-    await asyncio.gather(*coroutines)
+def _new_array(staging: zarr.storage.MemoryStore, key: str, p: _Planned) -> zarr.Array:
+    """The array xarray planned, its ``zarr.json`` put straight into ``staging``.
+
+    Builds the metadata the way ``zarr.create_array`` does (zarr's own parsers for dtype, chunks
+    and codecs) but without its event-loop round trips, store existence checks and parent
+    writes (~1 ms per array); falls back to ``create_array`` if those internals change.
+    """
+    from zarr.core.array import AsyncArray
+    from zarr.storage import StorePath
+
+    try:
+        meta = _metadata_v3(p)
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - other zarr versions
+        return zarr.create_array(staging, name=key, shape=p.shape, dtype=p.dtype, fill_value=p.fill_value,
+                                 attributes=p.attrs, zarr_format=3, **p.encoding)
+    staging._store_dict[f"{key}/zarr.json"] = meta.to_buffer_dict(default_buffer_prototype())["zarr.json"]
+    config = p.encoding.get("config") or None
+    return zarr.Array(AsyncArray(metadata=meta, store_path=StorePath(staging, key), config=config))
+
+
+def _metadata_v3(p: _Planned) -> Any:
+    from zarr.core.array import (AsyncArray, _auto_partition, _parse_chunk_encoding_v3,
+                                 _parse_chunk_key_encoding)
+    from zarr.core.common import parse_shapelike
+    from zarr.core.dtype import parse_dtype
+
+    enc = p.encoding
+    unknown = set(enc) - {"chunks", "compressors", "filters", "serializer", "dimension_names", "overwrite",
+                          "config", "chunk_key_encoding", "shards"}
+    if unknown or enc.get("shards") is not None:
+        raise TypeError(f"encoding {sorted(unknown)} or shards: leave it to zarr.create_array")
+    zdtype = parse_dtype(p.dtype, zarr_format=3)
+    shape = parse_shapelike(p.shape)
+    item_size = getattr(zdtype, "item_size", 1)
+    _, chunks = _auto_partition(array_shape=shape, shard_shape=None, chunk_shape=enc.get("chunks", "auto"),
+                                item_size=item_size)
+    array_array, array_bytes, bytes_bytes = _parse_chunk_encoding_v3(
+        compressors=enc.get("compressors", "auto"), filters=enc.get("filters", "auto"),
+        serializer=enc.get("serializer", "auto"), dtype=zdtype)
+    return AsyncArray._create_metadata_v3(
+        shape=shape, dtype=zdtype, fill_value=p.fill_value, chunk_shape=chunks,
+        chunk_key_encoding=_parse_chunk_key_encoding(enc.get("chunk_key_encoding"), zarr_format=3),
+        codecs=(*array_array, array_bytes, *bytes_bytes), dimension_names=enc.get("dimension_names"),
+        attributes=p.attrs)
 
 
 class _Planned:

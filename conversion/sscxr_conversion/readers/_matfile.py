@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import IO, Any
 
 import numpy as np
@@ -35,10 +35,14 @@ def mat_version(head: bytes) -> str:
     return ""
 
 
-def load_mat(fileobj: IO[bytes] | bytes | os.PathLike[str], *, name: str, variable: str) -> MatNode:
+def load_mat(fileobj: IO[bytes] | bytes | os.PathLike[str], *, name: str, variable: str,
+             on_item: Callable[[str, Any], None] | None = None, descend: Collection[str] = ()) -> MatNode:
     """Load the top-level ``variable`` of a MAT file (v5 or v7.3) as a :class:`MatNode`.
 
     ``fileobj`` is a path, a seekable binary file or bytes; ``name`` is used in error messages.
+    With ``on_item``, a v5 file is read as a stream (``_matstream``): ``on_item(path, value)``
+    gets each child of the containers in ``descend`` as soon as it is parsed, while the rest of
+    the file is still being inflated (v7.3 files are lazy already and ignore it).
     """
     if isinstance(fileobj, os.PathLike):
         fileobj = open(fileobj, "rb")  # noqa: SIM115 - v7.3 nodes read lazily from it
@@ -53,7 +57,35 @@ def load_mat(fileobj: IO[bytes] | bytes | os.PathLike[str], *, name: str, variab
         from ._matv73 import load_v73
 
         return load_v73(fileobj, name=name, variable=variable)
+    if on_item is not None:
+        return _load_v5_streaming(fileobj, name=name, variable=variable, on_item=on_item, descend=descend)
     return _load_v5(fileobj, name=name, variable=variable)
+
+
+def _load_v5_streaming(fileobj: IO[bytes], *, name: str, variable: str, on_item: Callable[[str, Any], None],
+                       descend: Collection[str]) -> MatNode:
+    from ._matstream import load_v5_streaming
+
+    def guarded(path: str, value: Any) -> None:
+        try:
+            on_item(path, value)
+        except Exception as exc:  # not the file's fault: re-raised as is below
+            raise _ItemHandlerError() from exc
+
+    try:
+        value = load_v5_streaming(fileobj, name=name, variable=variable, on_item=guarded, descend=descend)
+    except _ItemHandlerError as failed:
+        raise failed.__cause__ from None  # type: ignore[misc]
+    except KeyError:
+        return _load_v5(fileobj, name=name, variable=variable)  # names the variables the file has
+    except Exception as exc:  # scipy raises ValueError/TypeError/zlib.error/OSError on damage
+        raise SourceFormatError(name, f"cannot be read as MAT v5 ({type(exc).__name__}: {exc})",
+                                hint="the file is truncated or corrupt; download it again") from exc
+    return MatNode(value, variable, name)
+
+
+class _ItemHandlerError(Exception):
+    """An ``on_item`` handler failed (e.g. a store write), as opposed to the file being damaged."""
 
 
 def _load_v5(fileobj: IO[bytes], *, name: str, variable: str) -> MatNode:
