@@ -68,8 +68,9 @@ def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int 
            scheduler: str | None = None, threads: int = 1) -> Iterator[Runner]:
     """A :class:`Runner`: ``scheduler`` address > ``workers`` LocalCluster > local threads.
 
-    One local thread by default: zarr already encodes chunks on its own thread pool, and a second
-    writer thread measured slower (11.7 s vs 9.9 s for the full preset, docs/conversion.md).
+    ``threads`` local threads (one by default): ssc-1's subvolume writes are GIL-bound Python, and
+    a second thread measured no faster (docs/benchmarks-conversion.md); ssc-11 asks for two,
+    where one task's MAT v5 inflate (GIL released) overlaps another's writing.
     """
     register_options(url, storage_options)
     if scheduler is None and not workers:
