@@ -98,3 +98,15 @@ def test_inflating_stream_reads_any_sizes_and_seeks_forward():
     early = InflatingStream(io.BytesIO(packed), len(packed))
     assert early.read(10) == raw[:10]
     early.close()  # stopping early does not hang on the producer
+
+
+@pytest.mark.parametrize("buffered", [0, 200, 5000])
+def test_large_containers_rebuilt_child_by_child_same_as_loadmat(tmp_path, monkeypatch, buffered):
+    """Containers above BUFFERED bytes are rebuilt by the walker (not scipy): same value."""
+    from sscxr_conversion.readers import _matstream
+
+    monkeypatch.setattr(_matstream, "BUFFERED", buffered)
+    truth = write_ssc1_session(tmp_path / "a", preset="tiny", seed=4, single_plane_subvolume=True)
+    with open(truth.mat_path, "rb") as f:
+        value = load_v5_streaming(f, name="x", variable="s", descend={"s"})
+    assert_same(value, _loadmat(truth.mat_path, "s"))
