@@ -46,7 +46,7 @@ def test_ssc1_sessions_same_as_loadmat(tmp_path, kind):
     truth = write_ssc1_session(tmp_path / "a", preset="small" if kind == "small" else "tiny", seed=5, **extra)
     seen = []
     with open(truth.mat_path, "rb") as f:
-        value = load_v5_streaming(f, name="x", variable="s", descend=DESCEND,
+        value = load_v5_streaming(f, variable="s", descend=DESCEND,
                                   on_item=lambda p, v: seen.append(p))
     assert_same(value, _loadmat(truth.mat_path, "s"))
     entries = [p for p in seen if p.startswith("s.timeSeriesArrayHash.value{")]
@@ -61,7 +61,7 @@ def test_ssc11_v5_files_same_as_loadmat(tmp_path):
     assert files
     for path in files:
         with open(path, "rb") as f:
-            assert_same(load_v5_streaming(f, name=path.name, variable="sess", descend=DESCEND), _loadmat(path, "sess"))
+            assert_same(load_v5_streaming(f, variable="sess", descend=DESCEND), _loadmat(path, "sess"))
 
 
 def test_uncompressed_and_multi_variable_files(tmp_path):
@@ -69,20 +69,20 @@ def test_uncompressed_and_multi_variable_files(tmp_path):
     s = {"a": np.arange(6.0).reshape(2, 3), "b": "text", "c": np.array([{"x": 1.0}, {"x": 2.0}], dtype=object)}
     scipy.io.savemat(path, {"before": np.ones(3), "s": s, "after": "z"}, do_compression=False)
     with open(path, "rb") as f:
-        assert_same(load_v5_streaming(f, name="x", variable="s", descend={"s", "s.c"}), _loadmat(path, "s"))
+        assert_same(load_v5_streaming(f, variable="s", descend={"s", "s.c"}), _loadmat(path, "s"))
     with open(path, "rb") as f, pytest.raises(KeyError):
-        load_v5_streaming(f, name="x", variable="nope")
+        load_v5_streaming(f, variable="nope")
 
 
 def test_truncated_and_corrupt_files_raise(tmp_path):
     truth = write_ssc1_session(tmp_path / "a", preset="tiny", seed=1)
     data = truth.mat_path.read_bytes()
     with pytest.raises(Exception):  # noqa: B017 - scipy's own error for short data
-        load_v5_streaming(io.BytesIO(data[: len(data) // 2]), name="x", variable="s", descend=DESCEND)
+        load_v5_streaming(io.BytesIO(data[: len(data) // 2]), variable="s", descend=DESCEND)
     corrupt = bytearray(data)
     corrupt[400:460] = b"\x00" * 60  # inside the compressed element
     with pytest.raises((zlib.error, OSError, ValueError, TypeError)):
-        load_v5_streaming(io.BytesIO(bytes(corrupt)), name="x", variable="s", descend=DESCEND)
+        load_v5_streaming(io.BytesIO(bytes(corrupt)), variable="s", descend=DESCEND)
 
 
 def test_inflating_stream_reads_any_sizes_and_seeks_forward():
@@ -108,5 +108,5 @@ def test_large_containers_rebuilt_child_by_child_same_as_loadmat(tmp_path, monke
     monkeypatch.setattr(_matstream, "BUFFERED", buffered)
     truth = write_ssc1_session(tmp_path / "a", preset="tiny", seed=4, single_plane_subvolume=True)
     with open(truth.mat_path, "rb") as f:
-        value = load_v5_streaming(f, name="x", variable="s", descend={"s"})
+        value = load_v5_streaming(f, variable="s", descend={"s"})
     assert_same(value, _loadmat(truth.mat_path, "s"))

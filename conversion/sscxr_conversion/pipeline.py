@@ -26,7 +26,7 @@ from .readers._matfile import load_mat
 from .readers.ssc1 import SESSION_FILE, read_session
 from .source import is_tar, iter_members
 from .spec import ConversionSpec
-from .tasks import options_for, register_options, runner
+from .tasks import options_for, runner
 
 _SERIAL = threading.Lock()
 SSC11_FOLDER = re.compile(r"session_neuropilone_(pre|post)ablate")
@@ -140,7 +140,6 @@ def convert(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, 
     spec = ConversionSpec.from_dict({**(spec or ConversionSpec()).to_dict(), "archive": detect_archive(src)})
     early = None
     if spec.archive == "ssc-1" and not resume:  # dF/F goes to the store while the file inflates
-        register_options(dest, storage_options)
         early = write.EarlyArrays(write.open_store(dest, storage_options, mode="w"), dest, spec, overwrite=overwrite)
     try:
         plan = read_plan(src, spec, early=early)

@@ -55,6 +55,7 @@ class SubvolumeFile:
     name: str
     sha256: str
     path: str | None = None  # a local file the task opens itself (folder SRC)
+    version: str = ""  # "5" or "7.3", read from the header by the inventory
 
     @property
     def group(self) -> str:
@@ -109,14 +110,8 @@ class SubvolumeTask:
         """MAT v7.3 files are converted one at a time: h5py serialises every call on one lock,
         and two threads contending for it measured slower (23 s vs 15 s for the benchmark
         animal). v5 tasks overlap two at a time: one inflates (zlib releases the GIL) while
-        the other labels and writes (1.8x -> 1.3x of loadmat, docs/benchmarks-conversion-ssc11.md)."""
-        if self.data is not None:
-            return mat_version(self.data[:520]) == "7.3"
-        path = Path(self.file.path or "")
-        if not path.is_file():
-            return False  # build() names the problem
-        with open(path, "rb") as f:
-            return mat_version(f.read(520)) == "7.3"
+        the other labels and writes (docs/benchmarks-conversion-ssc11.md)."""
+        return self.file.version == "7.3"
 
     def build(self) -> tuple[list[tuple[str, xr.Dataset]], FileSummary]:
         source = self.data if self.data is not None else _local(self.file)
@@ -189,17 +184,18 @@ def _root_attrs(inv: Inventory, ablations: list[Ablation]) -> dict[str, Any]:
 # --- inventory ---------------------------------------------------------------------------------
 def take_inventory(src: str | os.PathLike) -> Inventory:
     """Find, number and hash the subvolume files and read the curation files of SRC."""
-    found: list[tuple[str, str, str, str | None]] = []  # condition, name, sha256, path
+    found: list[tuple[str, str, str, str | None, str]] = []  # condition, name, sha256, path, MAT version
     curation: list[tuple[str, bytes]] = []
     records: list[SourceRecord] = []
     tarball: list[SourceRecord] = []  # a tarball's own record, once its stream is exhausted
     want = lambda n: bool(SUBVOLUME_FILE.search(n) or curation_file(n))  # noqa: E731
     for member, record in _hashed(iter_members(src, want, tarball)):
-        _check_mat(member)
+        version = _check_mat(member)
         records.append(record)
         m = SUBVOLUME_FILE.search(member.name)
         if m:
-            found.append((CONDITIONS[m.group(1)], member.name, record.sha256, str(member.path) if member.path else None))
+            found.append((CONDITIONS[m.group(1)], member.name, record.sha256,
+                          str(member.path) if member.path else None, version))
         else:
             curation.append((member.name, member.data if member.data is not None else _read(member)))
     if not found:
@@ -231,23 +227,26 @@ def _record(member: Member) -> SourceRecord:
     return member.record
 
 
-def _check_mat(member: Member) -> None:
-    """Refuse a non-MAT file before anything is written (full reading happens in the tasks)."""
+def _check_mat(member: Member) -> str:
+    """The MAT version of ``member``; a non-MAT file is refused before anything is written
+    (full reading happens in the tasks)."""
     if member.data is not None:
         head = member.data[:520]
     else:
         with open(member.path, "rb") as f:  # type: ignore[arg-type]
             head = f.read(520)
-    if not mat_version(head):
+    version = mat_version(head)
+    if not version:
         raise SourceFormatError(member.name, "is not a MATLAB MAT file (no v5 or v7.3 header)",
                                 hint="the download is damaged or the file was replaced")
+    return version
 
 
-def _numbered(found: list[tuple[str, str, str, str | None]]) -> list[SubvolumeFile]:
+def _numbered(found: list[tuple[str, str, str, str | None, str]]) -> list[SubvolumeFile]:
     out = []
     for condition in CONDITION_ORDER:
-        names = sorted((n, sha, p) for c, n, sha, p in found if c == condition)
-        out += [SubvolumeFile(condition, i, n, sha, p) for i, (n, sha, p) in enumerate(names, start=1)]
+        names = sorted((n, sha, p, v) for c, n, sha, p, v in found if c == condition)
+        out += [SubvolumeFile(condition, i, n, sha, p, v) for i, (n, sha, p, v) in enumerate(names, start=1)]
     return out
 
 

@@ -76,9 +76,14 @@ def prepare(store: zarr.abc.store.Store, url: str, *, overwrite: bool, resume: b
             _check_same_source(root.attrs.asdict(), attrs, url)
             root.attrs["sscxr_status"] = STATUS_INCOMPLETE
             return _written_groups(root)
-    root = zarr.open_group(store, mode="w", zarr_format=3)
-    root.attrs.update({**attrs, "sscxr_schema_version": SCHEMA_VERSION, "sscxr_status": STATUS_INCOMPLETE})
+    _new_root(store, attrs)
     return set()
+
+
+def _new_root(store: zarr.abc.store.Store, attrs: Mapping[str, Any]) -> None:
+    """A fresh, empty store whose root holds ``attrs`` and says ``incomplete``."""
+    zarr.open_group(store, mode="w", zarr_format=3,
+                    attributes={**attrs, "sscxr_schema_version": SCHEMA_VERSION, "sscxr_status": STATUS_INCOMPLETE})
 
 
 def _refuse_existing(store: zarr.abc.store.Store, url: str, *, overwrite: bool, resume: bool) -> str | None:
@@ -188,15 +193,14 @@ class EarlyArrays:
     """
 
     def __init__(self, store: zarr.abc.store.Store, url: str, spec: ConversionSpec, *, overwrite: bool):
-        self.store, self.url, self.spec = store, url, spec
+        self.store, self.spec = store, spec
         self.existed = _refuse_existing(store, url, overwrite=overwrite, resume=False) is not None
         self.created = False
         self._layouts: dict[str, dict[str, dict[str, Any]]] = {}
 
     def write(self, path: str, name: str, dims: tuple[str, ...], values: np.ndarray) -> None:
         if not self.created:
-            zarr.open_group(self.store, mode="w", zarr_format=3,
-                            attributes={"sscxr_schema_version": SCHEMA_VERSION, "sscxr_status": STATUS_INCOMPLETE})
+            _new_root(self.store, {})
             self.created = True
         if path not in self._layouts:
             sync(self.store.delete_dir(path))

@@ -73,7 +73,7 @@ def _load_v5_streaming(fileobj: IO[bytes], *, name: str, variable: str, on_item:
             raise _ItemHandlerError() from exc
 
     try:
-        value = load_v5_streaming(fileobj, name=name, variable=variable, on_item=guarded, descend=descend)
+        value = load_v5_streaming(fileobj, variable=variable, on_item=guarded, descend=descend)
     except _ItemHandlerError as failed:
         raise failed.__cause__ from None  # type: ignore[misc]
     except KeyError:
@@ -120,35 +120,26 @@ class MatNode:
     # --- structs ---------------------------------------------------------------------------
     def fields(self) -> list[str]:
         """Field names of a struct, in file order (empty for non-structs)."""
+        return list(self._names())
+
+    def _names(self) -> Any:
+        """The field names as stored (no copy): accessors run for thousands of ROI structs."""
         v = self.value
-        if isinstance(v, dict):
-            return list(v)
-        names = getattr(v, "_fieldnames", None)
-        return list(names) if names is not None else []
+        return v.keys() if isinstance(v, dict) else getattr(v, "_fieldnames", None) or ()
 
     def has(self, name: str) -> bool:
-        return name in self.fields()
+        return name in self._names()
 
     def __getitem__(self, name: str) -> MatNode:
-        if not self.fields():
+        names = self._names()
+        if not names:
             raise SourceFormatError(self.file, f"expected a struct with field {name!r}, found "
                                     f"{_describe(self.value)}", field=self.path)
-        if name not in self.fields():
+        if name not in names:
             raise MissingFieldError(self.file, f"required field is missing (the struct has "
                                     f"{self.fields()})", field=f"{self.path}.{name}")
         v = self.value[name] if isinstance(self.value, dict) else getattr(self.value, name)
         return MatNode(v, f"{self.path}.{name}", self.file)
-
-    def raw(self, name: str) -> Any:
-        """The field's bare value (no :class:`MatNode`, no checks), or None when absent or not a struct.
-
-        For hot loops over thousands of elements; use ``node[name]`` for anything that needs a
-        clear error.
-        """
-        v = self.value
-        if isinstance(v, dict):
-            return v.get(name)
-        return getattr(v, name) if name in getattr(v, "_fieldnames", ()) else None
 
     def get(self, name: str) -> MatNode | None:
         """The field ``name``, or ``None`` when absent."""

@@ -12,7 +12,7 @@ chars_as_strings=True)`` gives (containers are rebuilt exactly as scipy's ``read
 ``read_cells`` build them, then squeezed by scipy's ``squeeze_element``);
 ``tests/test_matstream.py`` compares the two on every synthetic archive.
 
->>> node = load_v5_streaming(open(path, "rb"), name=path.name, variable="s",      # doctest: +SKIP
+>>> node = load_v5_streaming(open(path, "rb"), variable="s",                      # doctest: +SKIP
 ...                          descend={"s", "s.timeSeriesArrayHash", "s.timeSeriesArrayHash.value"},
 ...                          on_item=lambda path, value: print(path))
 """
@@ -132,7 +132,7 @@ class InflatingStream:
         self._thread.join()
 
 
-def load_v5_streaming(fileobj: IO[bytes], *, name: str, variable: str,
+def load_v5_streaming(fileobj: IO[bytes], *, variable: str,
                       on_item: Callable[[str, Any], None] | None = None,
                       descend: Collection[str] = ()) -> Any:
     """The top-level ``variable`` of a MAT v5 file, as ``loadmat`` (squeezed, ``mat_struct``)

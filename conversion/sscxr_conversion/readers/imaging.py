@@ -242,26 +242,9 @@ def master_image(node: MatNode | None) -> np.ndarray | None:
 
 
 def _add_roi(cols: dict, roi: MatNode, height: int, um_per_px: float) -> None:
-    idx = roi.raw("indicesWithinImage")
-    corners = roi.raw("cornersXY")
-    try:  # the common case without a MatNode per field (12k ROIs a session)
-        index = np.zeros(0, np.int64) if idx is None else np.asarray(idx, dtype=np.float64).reshape(-1).astype(np.int64)
-        xy = None if corners is None else _corner_matrix(np.asarray(corners, dtype=np.float64))
-        rid = int(np.asarray(roi.raw("id"), dtype=np.float64).reshape(-1)[0])
-    except (TypeError, ValueError, IndexError):  # let the MatNode accessors name what is wrong
-        index = roi["indicesWithinImage"].vector().astype(np.int64) if roi.has("indicesWithinImage") else np.zeros(0, np.int64)
-        xy = roi["cornersXY"].matrix(2, None) if roi.has("cornersXY") else None
-        rid = int(roi["id"].scalar())
-    add_roi(cols, rid, index, xy, height, um_per_px)
-
-
-def _corner_matrix(arr: np.ndarray) -> np.ndarray:
-    """A 2 x m corner matrix (a squeezed single corner is a 2-vector)."""
-    if arr.ndim == 2 and arr.shape[0] == 2:
-        return arr
-    if arr.size == 2:
-        return arr.reshape(2, 1)
-    raise ValueError(f"corners of shape {arr.shape}")
+    idx = roi["indicesWithinImage"].vector().astype(np.int64) if roi.has("indicesWithinImage") else np.zeros(0, np.int64)
+    corners = roi["cornersXY"].matrix(2, None) if roi.has("cornersXY") else None
+    add_roi(cols, int(roi["id"].scalar()), idx, corners, height, um_per_px)
 
 
 def roi_columns() -> dict[str, list]:
