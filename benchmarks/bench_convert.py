@@ -42,13 +42,19 @@ print(json.dumps({"seconds": seconds, "peak_mb": (peak - before) / 1024}))
 
 
 def session(preset: str) -> Path:
-    from sscxr.testing.archives import write_ssc1_session
+    """The synthetic session (written once, reused by later runs).
 
+    It is written by a child process: Linux carries a parent's peak RSS into its children's
+    ``ru_maxrss``, so a large writer in this process would hide the measured peaks.
+    """
     folder = WORK / f"ssc1_{preset}"
     mats = sorted(folder.glob("*_session.mat"))
     if not mats:
         shutil.rmtree(folder, ignore_errors=True)
-        mats = [write_ssc1_session(folder, preset=preset, seed=0).mat_path]
+        code = ("import sys; from sscxr.testing.archives import write_ssc1_session; "
+                "write_ssc1_session(sys.argv[1], preset=sys.argv[2], seed=0)")
+        subprocess.run([sys.executable, "-c", code, str(folder), preset], check=True)
+        mats = sorted(folder.glob("*_session.mat"))
     return mats[0]
 
 
