@@ -224,6 +224,7 @@ def test_resume_after_dying_while_reading_starts_anew(tiny, tmp_path):
     early = write.EarlyArrays(write.open_store(url, None, mode="w"), url, ConversionSpec(archive="ssc-1"),
                               overwrite=False)
     early.write("imaging/subvolume_02", "dff", ("cell", "time"), np.zeros((3, 4)))
+    early.wait()
     assert write.store_state(write.open_store(url, None)) == "incomplete"
     result = convert(tiny.mat_path, url, progress=False, resume=True)
     assert result.skipped == []

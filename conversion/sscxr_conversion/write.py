@@ -8,6 +8,7 @@ task and then marked ``sscxr_written``; ``--resume`` skips marked groups.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import Future, ThreadPoolExecutor
 import functools
 import warnings
 from collections.abc import Mapping
@@ -183,13 +184,16 @@ class EarlyArrays:
 
     The destination is checked at once (an existing store needs ``overwrite``) but created
     only at the first :meth:`write`: the root group, ``incomplete`` and without provenance
-    (which needs the whole source), then the group path is cleared and the array's chunks put,
-    encoded exactly as :func:`encode_group` will encode them. :meth:`layouts` tells
-    :func:`write_group` what it may keep; :meth:`abandon` removes a store this object created
-    when reading fails.
+    (which needs the whole source), then the group path is cleared. The array's chunks,
+    encoded exactly as :func:`encode_group` will encode them, are compressed and put by one
+    background thread (Blosc and file writes release the GIL), so the reading thread goes
+    on parsing. :meth:`layouts` waits for them and tells :func:`write_group` what it may keep;
+    :meth:`abandon` removes a store this object created when reading fails.
 
     >>> early = EarlyArrays(store, "x.zarr", spec, overwrite=False)   # doctest: +SKIP
     >>> early.write("imaging/subvolume_02", "dff", ("cell", "time"), dff)  # doctest: +SKIP
+    >>> early.layouts("imaging/subvolume_02")                          # doctest: +SKIP
+    {'dff': {'shape': [...], ...}}
     """
 
     def __init__(self, store: zarr.abc.store.Store, url: str, spec: ConversionSpec, *, overwrite: bool):
@@ -197,27 +201,51 @@ class EarlyArrays:
         self.existed = _refuse_existing(store, url, overwrite=overwrite, resume=False) is not None
         self.created = False
         self._layouts: dict[str, dict[str, dict[str, Any]]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
 
     def write(self, path: str, name: str, dims: tuple[str, ...], values: np.ndarray) -> None:
+        """Start writing ``values`` as array ``name`` of group ``path`` (returns at once)."""
         if not self.created:
             _new_root(self.store, {})
             self.created = True
         if path not in self._layouts:
             sync(self.store.delete_dir(path))
             self._layouts[path] = {}
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sscxr-early")
+        self._pending.append(self._pool.submit(self._write, path, name, dims, values))
+
+    def _write(self, path: str, name: str, dims: tuple[str, ...], values: np.ndarray) -> None:
         staged, _ = encode_group(xr.Dataset({name: (dims, values)}), path, self.spec)
         prefix = f"{path}/{name}/"
         chunks = {k: v for k, v in staged.items() if k.startswith(prefix) and not k.endswith("zarr.json")}
         array = zarr.open_array(zarr.storage.MemoryStore(staged), path=f"{path}/{name}", mode="r", zarr_format=3)
-        self._layouts[path][name] = array_layout(array)
         put_many(self.store, chunks)
+        self._layouts[path][name] = array_layout(array)
+
+    def wait(self) -> None:
+        """Block until every started write is stored; the first failure is raised."""
+        pending, self._pending = self._pending, []
+        try:
+            for future in pending:
+                future.result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
 
     def layouts(self, path: str) -> dict[str, dict[str, Any]]:
         """``{array name: layout}`` of the arrays written early under group ``path``."""
+        self.wait()
         return dict(self._layouts.get(path, {}))
 
     def abandon(self) -> None:
         """Remove what this object wrote, if it created the store (reading the source failed)."""
+        try:
+            self.wait()
+        except Exception:  # noqa: BLE001 - the reading error is the one to report
+            pass
         if self.created and not self.existed:
             sync(self.store.delete_dir(""))
             root = getattr(self.store, "root", None)
