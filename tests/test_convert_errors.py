@@ -180,8 +180,12 @@ def test_subvolume_dff_is_written_while_reading_and_kept(tiny, tmp_path, monkeyp
         kept[path] = k
         return staged, k
 
+    def no_read_back(self):
+        pytest.fail(f"{self.key} was read back from the store during the conversion")
+
     monkeypatch.setattr(write.EarlyArrays, "write", spy_write)
     monkeypatch.setattr(write, "encode_group", spy_encode)
+    monkeypatch.setattr(write.StoredArray, "_array", no_read_back)
     store = str(tmp_path / "x.zarr")
     convert(tiny.mat_path, store, progress=False)
     subvolumes = sorted(p for p in kept if p.startswith("imaging/") and p.count("/") == 1)
@@ -231,6 +235,30 @@ def test_resume_after_dying_while_reading_starts_anew(tiny, tmp_path):
     assert verify(tiny.mat_path, url) == []
 
 
+def test_stored_array_stands_in_for_early_values(tmp_path):
+    import pickle
+
+    from sscxr_conversion import tasks, write
+    from sscxr_conversion.readers._matfile import MatNode
+    from sscxr_conversion.spec import ConversionSpec
+
+    url = str(tmp_path / "x.zarr")
+    early = write.EarlyArrays(write.open_store(url, None, mode="w"), url, ConversionSpec(dff_chunks=(2, 2)),
+                              overwrite=False)
+    dff = np.arange(15.0).reshape(3, 5)
+    stored = early.write("imaging/subvolume_01", "dff", ("cell", "time"), dff)
+    early.wait()
+    assert (stored.shape, stored.dtype, stored.ndim, len(stored)) == ((3, 5), np.float64, 2, 3)
+    node = MatNode(stored, "s.x.valueMatrix", "f.mat")
+    assert node.matrix(3, 5) is stored, "labeling keeps the stand-in, not its values"
+    np.testing.assert_array_equal(np.asarray(stored), dff)
+    np.testing.assert_array_equal(stored[1:, 2:4], dff[1:, 2:4])
+    tasks.register_options(url, {})
+    again = pickle.loads(pickle.dumps(stored))  # a dask worker's copy: no store in the pickle
+    assert again._store is None
+    np.testing.assert_array_equal(np.asarray(again), dff)
+
+
 def test_early_chunks_with_another_layout_are_rewritten(tmp_path):
     import xarray as xr
 
@@ -241,8 +269,9 @@ def test_early_chunks_with_another_layout_are_rewritten(tmp_path):
     store = write.open_store(url, None, mode="w")
     early = write.EarlyArrays(store, url, ConversionSpec(dff_chunks=(2, 2)), overwrite=False)
     dff = np.arange(15.0).reshape(3, 5)
-    early.write("imaging/subvolume_01", "dff", ("cell", "time"), dff)
-    ds = xr.Dataset({"dff": (("cell", "time"), dff)}, coords={"cell": [1, 2, 3]})
+    stored = early.write("imaging/subvolume_01", "dff", ("cell", "time"), dff.copy())
+    # the labeled group holds the stand-in, as in a conversion: re-encoding reads it back first
+    ds = xr.Dataset({"dff": (("cell", "time"), stored)}, coords={"cell": [1, 2, 3]})
     write.prepare(store, url, overwrite=False, resume=False, attrs={"archive": "ssc-1"}, early=early)
     write.write_group(store, "imaging/subvolume_01", ds, ConversionSpec(dff_chunks=(32, 512)),
                       prewritten=early.layouts("imaging/subvolume_01"))

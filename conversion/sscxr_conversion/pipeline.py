@@ -175,7 +175,9 @@ STREAMED = ("s", "s.timeSeriesArrayHash", "s.timeSeriesArrayHash.value")
 
 
 def _early_dff(early: write.EarlyArrays, file: str) -> Callable[[str, Any], None]:
-    """An ``on_item`` handler writing each imaging entry's dF/F as soon as it is parsed.
+    """An ``on_item`` handler writing each imaging entry's dF/F as soon as it is parsed and
+    putting a :class:`~.write.StoredArray` in its place in the parsed tree, so the session's
+    dF/F (most of the file) is never all in memory at once.
 
     Only entries whose group name is certain from the entry alone (one ``fov_VVPPP`` number in
     its planes' file lists) are written early; anything unusual is left to the labeling, which
@@ -190,7 +192,7 @@ def _early_dff(early: write.EarlyArrays, file: str) -> Callable[[str, Any], None
         found = read_entry_dff(MatNode(value, path, file))
         if found is not None:
             vv, dff = found
-            early.write(f"imaging/subvolume_{vv:02d}", "dff", ("cell", "time"), dff)
+            value.valueMatrix = early.write(f"imaging/subvolume_{vv:02d}", "dff", ("cell", "time"), dff)
 
     return handle
 

@@ -28,6 +28,7 @@ from zarr.core.sync import sync
 from sscxr.errors import StoreExistsError
 from sscxr.schema import SCHEMA_VERSION, STATUS_COMPLETE, STATUS_INCOMPLETE
 
+from .readers._matfile import Deferred
 from .shards import array_chunks, put_many
 from .spec import ConversionSpec
 
@@ -197,15 +198,20 @@ class EarlyArrays:
     """
 
     def __init__(self, store: zarr.abc.store.Store, url: str, spec: ConversionSpec, *, overwrite: bool):
-        self.store, self.spec = store, spec
+        self.store, self.url, self.spec = store, url, spec
         self.existed = _refuse_existing(store, url, overwrite=overwrite, resume=False) is not None
         self.created = False
         self._layouts: dict[str, dict[str, dict[str, Any]]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
 
-    def write(self, path: str, name: str, dims: tuple[str, ...], values: np.ndarray) -> None:
-        """Start writing ``values`` as array ``name`` of group ``path`` (returns at once)."""
+    def write(self, path: str, name: str, dims: tuple[str, ...], values: np.ndarray) -> StoredArray:
+        """Start writing ``values`` as array ``name`` of group ``path`` (returns at once).
+
+        Returns a :class:`StoredArray` standing for ``values``: the caller may drop ``values``
+        and keep that instead (the converter puts it in the parsed tree), so a session's dF/F
+        is not held in memory until the whole file is read.
+        """
         if not self.created:
             _new_root(self.store, {})
             self.created = True
@@ -215,13 +221,18 @@ class EarlyArrays:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="sscxr-early")
         self._pending.append(self._pool.submit(self._write, path, name, dims, values))
+        return StoredArray(self.store, self.url, f"{path}/{name}", values.shape, values.dtype)
 
     def _write(self, path: str, name: str, dims: tuple[str, ...], values: np.ndarray) -> None:
+        """Chunks, then the array's ``zarr.json`` (so a :class:`StoredArray` can read it back);
+        the group's own document, which marks it written, comes only with :func:`write_group`."""
         staged, _ = encode_group(xr.Dataset({name: (dims, values)}), path, self.spec)
+        del values
         prefix = f"{path}/{name}/"
         chunks = {k: v for k, v in staged.items() if k.startswith(prefix) and not k.endswith("zarr.json")}
         array = zarr.open_array(zarr.storage.MemoryStore(staged), path=f"{path}/{name}", mode="r", zarr_format=3)
         put_many(self.store, chunks)
+        put_many(self.store, {f"{prefix}zarr.json": staged[f"{prefix}zarr.json"]})
         self._layouts[path][name] = array_layout(array)
 
     def wait(self) -> None:
@@ -253,6 +264,50 @@ class EarlyArrays:
                 import shutil
 
                 shutil.rmtree(root, ignore_errors=True)
+
+
+class StoredArray(Deferred):
+    """An array :class:`EarlyArrays` wrote, standing in for its values: a numpy duck array for
+    xarray (shape, dtype; labeling and :func:`encode_group` never touch its values), read back
+    from the store by ``numpy.asarray`` or indexing. Pickles without its store (a dask worker
+    reopens the URL with the options registered there).
+
+    >>> dff = early.write("imaging/subvolume_02", "dff", ("cell", "time"), values)  # doctest: +SKIP
+    >>> np.asarray(dff[:2, :3])                                                     # doctest: +SKIP
+    """
+
+    def __init__(self, store: Any, url: str, key: str, shape: tuple[int, ...], dtype: Any):
+        self._store, self.url, self.key = store, url, key
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    def __repr__(self) -> str:
+        return f"<StoredArray {self.key} {self.shape} {self.dtype} in {self.url}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_store": None}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _array(self) -> zarr.Array:
+        if self._store is None:
+            from .tasks import options_for
+
+            self._store = open_store(self.url, options_for(self.url), mode="r")
+        return zarr.open_array(self._store, path=self.key, mode="r", zarr_format=3)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self._array()[key])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        values = self[...]
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        return NotImplemented
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        return NotImplemented
 
 
 def encode_group(ds: xr.Dataset, path: str, spec: ConversionSpec,

@@ -104,6 +104,23 @@ def _load_v5(fileobj: IO[bytes], *, name: str, variable: str) -> MatNode:
     return MatNode(data[variable], variable, name)
 
 
+class Deferred:
+    """A value the converter has already stored and dropped from the parsed tree (ssc-1 dF/F
+    written while the file was read). It keeps ``shape``, ``ndim`` and ``dtype``; numeric
+    accessors return it as is, and ``numpy.asarray`` reads it back."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
 class MatNode:
     """One value inside a MAT file, with its field path for error messages."""
 
@@ -233,6 +250,8 @@ class MatNode:
 
     def _numeric(self, dtype: Any) -> np.ndarray:
         v = self.value
+        if isinstance(v, Deferred) and (dtype is None or np.dtype(dtype) == v.dtype):
+            return v  # type: ignore[return-value]
         if isinstance(v, np.ndarray) and v.dtype == object or self.fields():
             raise SourceFormatError(self.file, f"expected a numeric array, found {_describe(v)}",
                                     field=self.path)
