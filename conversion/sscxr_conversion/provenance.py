@@ -40,6 +40,18 @@ class HashingReader:
         self.size += len(data)
         return data
 
+    def readinto(self, buffer: Any) -> int:
+        """``read`` into ``buffer`` (gzip readers ask for it)."""
+        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            view = memoryview(buffer)[:n]
+            self.sha.update(view)
+            self.size += n
+        return n or 0
+
+    def readable(self) -> bool:
+        return True
+
     def drain(self) -> None:
         while self.read(CHUNK):
             pass

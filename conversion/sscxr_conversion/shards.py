@@ -81,9 +81,9 @@ def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], N
         for corner in itertools.product(*(range(0, n, s) for n, s in zip(data.shape, shard_shape, strict=True))):
             part = data[tuple(slice(c, c + s) for c, s in zip(corner, shard_shape, strict=True))]
             key = meta.encode_chunk_key(tuple((s + c) // n for s, c, n in zip(start, corner, shard_shape, strict=True)))
-            blobs[f"{prefix}/{key}" if prefix else key] = encode_shard(part.astype(dtype, copy=False), shard_shape, chunk_shape, codec,
-                                                    array.fill_value)
-        put_many(store, blobs)
+            blobs[f"{prefix}/{key}" if prefix else key] = shard_parts(part.astype(dtype, copy=False), shard_shape,
+                                                                      chunk_shape, codec, array.fill_value)
+        put_many(store, blobs)  # parts: one writev per local shard file, joined only for remote stores
 
     return write
 
@@ -149,6 +149,14 @@ def encode_shard(data: np.ndarray, shard_shape: tuple[int, ...], chunk_shape: tu
     >>> bool(index[2, 0] == EMPTY), int(index[1, 0]) == int(index[0, 1])  # third empty; second follows first
     (True, True)
     """
+    return b"".join(shard_parts(data, shard_shape, chunk_shape, codec, fill_value))
+
+
+def shard_parts(data: np.ndarray, shard_shape: tuple[int, ...], chunk_shape: tuple[int, ...], codec: Any,
+                fill_value: Any) -> list[bytes]:
+    """:func:`encode_shard` as its parts (inner chunks, index, index crc32c), not joined: a local
+    shard file is written from them with one ``writev`` (joining ~300 MB of shards into fresh
+    memory was 19% of a raw block task)."""
     grid = tuple(-(-s // c) for s, c in zip(shard_shape, chunk_shape, strict=True))
     index = np.full((*grid, 2), EMPTY, dtype="<u8")
     parts: list[bytes] = []
@@ -162,7 +170,24 @@ def encode_shard(data: np.ndarray, shard_shape: tuple[int, ...], chunk_shape: tu
     raw_index = index.tobytes()
     parts.append(raw_index)
     parts.append(np.uint32(google_crc32c.value(raw_index)).astype("<u4").tobytes())
-    return b"".join(parts)
+    return parts
+
+
+def _write_all(fd: int, blob: Any) -> None:
+    """Write ``blob`` (bytes, Buffer, or list of bytes parts, gathered by ``writev``) to ``fd``."""
+    if not isinstance(blob, list):
+        data = memoryview(blob if isinstance(blob, bytes) else blob.as_numpy_array())
+        while data:
+            data = data[os.write(fd, data):]
+        return
+    parts = [memoryview(p) for p in blob if len(p)]
+    while parts:
+        done = os.writev(fd, parts[:1024])  # IOV_MAX
+        while done and parts:  # drop what was written, keep the rest of a part written in part
+            if done >= len(parts[0]):
+                done -= len(parts.pop(0))
+            else:
+                parts[0], done = parts[0][done:], 0
 
 
 def _little(codec: BytesCodec) -> bool:
@@ -171,7 +196,8 @@ def _little(codec: BytesCodec) -> bool:
 
 
 def put_many(store: Any, blobs: Mapping[str, Any]) -> None:
-    """Write every object (``bytes`` or zarr ``Buffer``) of ``blobs`` under its key in ``store``.
+    """Write every object (``bytes``, a zarr ``Buffer``, or a list of ``bytes`` parts to
+    concatenate) of ``blobs`` under its key in ``store``.
 
     Remote stores get all requests at once (concurrent PUTs on S3). A local directory store is
     written by plain file writes in this thread: zarr's ``LocalStore.set`` hands each object to a
@@ -188,18 +214,20 @@ def put_many(store: Any, blobs: Mapping[str, Any]) -> None:
             if parent not in made:
                 os.makedirs(parent, exist_ok=True)
                 made.add(parent)
-            data = memoryview(blob if isinstance(blob, bytes) else blob.as_numpy_array())
             fd = os.open(target, flags, 0o666)
             try:
-                while data:
-                    data = data[os.write(fd, data):]
+                _write_all(fd, blob)
             finally:
                 os.close(fd)
         return
     proto = default_buffer_prototype()
 
+    def buffer(blob: Any) -> Any:
+        if isinstance(blob, list):
+            blob = b"".join(blob)
+        return proto.buffer.from_bytes(blob) if isinstance(blob, bytes) else blob
+
     async def put_all() -> None:
-        await asyncio.gather(*(store.set(key, proto.buffer.from_bytes(blob) if isinstance(blob, bytes) else blob)
-                               for key, blob in blobs.items()))
+        await asyncio.gather(*(store.set(key, buffer(blob)) for key, blob in blobs.items()))
 
     sync(put_all())

@@ -72,19 +72,45 @@ def iter_members(src: str | os.PathLike, want: Callable[[str], bool],
         yield Member(path.name, path=path)
 
 
+def _gunzip(fileobj: Any) -> Any:
+    """A gzip stream over ``fileobj``, inflated by ISA-L (``isal``, ~2x zlib) when installed."""
+    try:
+        from isal.igzip import IGzipFile
+    except ImportError:  # pragma: no cover - isal is a dependency
+        import gzip
+
+        return gzip.GzipFile(fileobj=fileobj, mode="rb")
+    return IGzipFile(fileobj=fileobj, mode="rb")
+
+
+def _inflate_errors() -> tuple[type[BaseException], ...]:
+    import zlib
+
+    try:
+        from isal.isal_zlib import error as isal_error
+    except ImportError:  # pragma: no cover
+        return (zlib.error,)
+    return (zlib.error, isal_error)
+
+
 def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRecord] | None) -> Iterator[Member]:
+    gzipped = str(path).endswith((".gz", ".tgz"))
     with path.open("rb") as raw:
         hashing = HashingReader(raw)
+        stream = _gunzip(hashing) if gzipped else hashing
         try:
-            with tarfile.open(fileobj=hashing, mode="r|*") as tar:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=stream, mode="r|" if gzipped else "r|*") as tar:  # type: ignore[call-overload]
                 for info in tar:
                     if info.isfile() and want(info.name):
                         fobj = tar.extractfile(info)
                         if fobj is not None:
                             yield Member(info.name, data=fobj.read())
-        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        except (tarfile.TarError, EOFError, OSError, ValueError, *_inflate_errors()) as exc:
             raise SourceFormatError(str(path), f"is not a readable tar archive ({exc})",
                                     hint="the download is truncated or corrupt") from exc
+        finally:
+            if stream is not hashing:
+                stream.close()
         hashing.drain()
     if records is not None:
         records.append(SourceRecord(path.name, hashing.size, hashing.sha.hexdigest()))
