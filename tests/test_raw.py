@@ -24,7 +24,7 @@ av = pytest.importorskip("av")
 tifffile = pytest.importorskip("tifffile")
 
 from sscxr_conversion import raw, write  # noqa: E402
-from sscxr_conversion.readers.tiff import open_stack, pixel_crc32c  # noqa: E402
+from sscxr_conversion.readers.tiff import data_crc32c, open_stack, pixel_crc32c  # noqa: E402
 from sscxr_conversion.readers.video import probe_video, trial_of  # noqa: E402
 from sscxr_conversion.spec import ConversionSpec  # noqa: E402
 from sscxr_conversion.tasks import runner  # noqa: E402
@@ -273,6 +273,9 @@ def test_raw_checksums_and_sources_are_recorded(session: Session, converted: tup
     assert ds["green_crc32c"].values[1, 4] == pixel_crc32c(truth[1, 4])
     names = [r["name"] for r in ds.attrs["source_files"]]
     assert len(names) == 4 and all(n.startswith("imaging_data/fov_02") for n in names)
+    for record in ds.attrs["source_files"]:  # hashed on a thread of their own while frames are placed
+        data = (session.root / record["name"]).read_bytes()
+        assert record["size"] == len(data) and record["crc32c"] == f"{data_crc32c(data):08x}"
 
 
 def test_video_bytes_are_the_mp4_files_exactly(session: Session, converted: tuple) -> None:

@@ -7,7 +7,7 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec
 
-from sscxr_conversion.shards import array_chunks, put_many, shard_writer
+from sscxr_conversion.shards import array_chunks, put_many, region_chunks, shard_writer
 
 
 def _array(store, shape, shards, chunks, compressors=None, dtype="uint16", fill_value=0):
@@ -145,3 +145,41 @@ def test_partial_writev_is_finished(tmp_path, monkeypatch):
     finally:
         os.close(fd)
     assert path.read_bytes() == b"".join(parts)
+
+
+@pytest.mark.parametrize("dtype", ["uint32", "bool"])
+def test_region_chunks_read_back_through_zarr(tmp_path, dtype):
+    """One block's chunk of a per-frame array (raw.write_block), including the short edge block."""
+    arr = _plain(tmp_path / "r.zarr", (3, 300), (1, 128), dtype, 0)
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 2**31, (3, 300)).astype(dtype)
+    for plane, t0 in [(0, 0), (2, 128), (1, 256)]:  # (1, 256): 44 frames, padded edge chunk
+        part = values[plane:plane + 1, t0:t0 + 128]
+        put_many(arr.store_path.store, region_chunks(arr, (plane, t0), part))
+    back = zarr.open_array(tmp_path / "r.zarr", mode="r")[...]
+    for plane, t0 in [(0, 0), (2, 128), (1, 256)]:
+        np.testing.assert_array_equal(back[plane, t0:t0 + 128], values[plane, t0:t0 + 128])
+    assert not back[1, :256].any(), "chunks not written keep the fill value"
+
+
+def test_region_chunks_refuse_partial_chunks_and_other_layouts(tmp_path):
+    arr = _plain(tmp_path / "r.zarr", (3, 300), (1, 128), "uint32", 0)
+    with pytest.raises(ValueError, match="whole chunks"):
+        region_chunks(arr, (0, 64), np.zeros((1, 128), np.uint32))
+    with pytest.raises(ValueError, match="whole chunks"):
+        region_chunks(arr, (0, 0), np.zeros((1, 100), np.uint32))
+    other = zarr.create_array(tmp_path / "z.zarr", shape=(3, 300), chunks=(1, 128), dtype="uint32", zarr_format=3)
+    assert region_chunks(other, (0, 0), np.zeros((1, 128), np.uint32)) is None  # zarr's default codecs
+
+
+def test_block_arrays_of_an_older_layout_are_written_through_zarr(tmp_path):
+    """A store begun by an earlier version (per-frame arrays with zarr's default codecs) still resumes."""
+    from sscxr_conversion.raw import _put_region
+
+    store = zarr.storage.LocalStore(tmp_path / "o.zarr")
+    zarr.create_array(store, name="g/frame_present", shape=(2, 256), chunks=(1, 128), dtype="bool", zarr_format=3)
+    blobs: dict = {}
+    _put_region(store, "g/frame_present", (1, 128), np.ones((1, 128), bool), blobs)
+    assert blobs == {}
+    back = zarr.open_array(store, path="g/frame_present", mode="r")[...]
+    assert back[1, 128:].all() and not back[:, :128].any() and not back[0].any()

@@ -24,7 +24,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -41,10 +41,10 @@ from sscxr.errors import InconsistentSourceError, SourceFormatError, StoreExists
 
 from . import write
 from .provenance import HashingReader, SourceRecord
-from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, data_crc32c, open_stack, pixel_crc32c,
+from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, _map, data_crc32c, open_stack, pixel_crc32c,
                            plan_raw)
 from .readers.video import VideoFile, VideoInfo, probe_video, trial_of, video_index
-from .shards import shard_writer
+from .shards import put_many, region_chunks, shard_writer
 from .source import is_tar, iter_members
 from .spec import ConversionSpec
 from .tasks import Runner, options_for
@@ -93,6 +93,19 @@ LAYOUT = RawLayout()
 def member_record(name: str, data: bytes | Any) -> dict[str, Any]:
     """``{name, size, crc32c}`` of one raw file (crc32c: 6 GB/s here, sha256 0.7 GB/s)."""
     return {"name": name, "size": len(data), "crc32c": f"{data_crc32c(data):08x}"}
+
+
+def _file_record(name: str, source: bytes | Path) -> dict[str, Any]:
+    """:func:`member_record` of a member's bytes, or of a file mapped here (its own map: the
+    driver's is closed once the frames are placed)."""
+    if isinstance(source, bytes):
+        return member_record(name, source)
+    data = _map(Path(source), name)
+    try:
+        return member_record(name, data)
+    finally:
+        if not isinstance(data, bytes):
+            data.close()
 
 
 def _read(source: bytes | Path) -> bytes:
@@ -317,7 +330,9 @@ def create_template(store: Any, plan: RawPlan, shape: tuple[int, int], names: tu
     group = zarr.open_group(store, path=plan.path, mode="r+", zarr_format=3)
     (n_p, n_t), (ny, nx), ts = plan.file_index.shape, shape, layout.shard_frames
     shards, chunks = layout.shapes(shape)
-    per_frame: dict[str, Any] = {"shape": (n_p, n_t), "chunks": (1, ts), "dimension_names": ("plane", "time")}
+    small = [BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")]  # one chunk per block, put directly (write_block)
+    per_frame: dict[str, Any] = {"shape": (n_p, n_t), "chunks": (1, ts), "dimension_names": ("plane", "time"),
+                                 "compressors": small}
     for name in names:
         group.create_array(name, shape=(n_p, n_t, ny, nx), dtype="uint16", chunks=chunks, shards=shards,
                            compressors=[BloscCodec(cname=layout.cname, clevel=layout.clevel,  # type: ignore[arg-type]
@@ -333,7 +348,7 @@ def create_template(store: Any, plan: RawPlan, shape: tuple[int, int], names: tu
         "description": "the frame was read from its TIFF (false: NaN index or absent file, pixels are 0)"})
     n_blocks = -(-n_t // ts)
     group.create_array("block_written", shape=(n_p, n_blocks), chunks=(1, 1), dtype="bool", fill_value=False,
-                       dimension_names=("plane", "block"))
+                       dimension_names=("plane", "block"), compressors=small)
     group.attrs.update(layout=layout.to_attrs(), channels=list(names), frame_shape=list(shape))
     return group
 
@@ -343,6 +358,7 @@ def write_block(url: str, path: str, names: tuple[str, ...], block: Block) -> Bl
     summary = block.summarize()
     store = write.open_store(url, options_for(url), mode="w")
     t = slice(block.t0, block.t0 + block.data.shape[1])
+    small: dict[str, Any] = {}  # the block's one chunk of each per-frame array, put at once
     for c, name in enumerate(names):
         stack = zarr.open_array(store, path=f"{path}/{name}", mode="r+", zarr_format=3)
         whole_shards = shard_writer(stack)  # one pass per shard instead of zarr's per-inner-chunk tasks
@@ -350,10 +366,25 @@ def write_block(url: str, path: str, names: tuple[str, ...], block: Block) -> Bl
             whole_shards((block.plane, block.t0, 0, 0), block.data[c][None])
         else:
             stack.with_config({"write_empty_chunks": True})[block.plane, t] = block.data[c]  # skips an all-equal scan
-        zarr.open_array(store, path=f"{path}/{name}_crc32c", mode="r+")[block.plane, t] = summary.crc[c]
-    zarr.open_array(store, path=f"{path}/frame_present", mode="r+")[block.plane, t] = block.present
-    zarr.open_array(store, path=f"{path}/block_written", mode="r+")[block.plane, block.index] = True
+        _put_region(store, f"{path}/{name}_crc32c", (block.plane, block.t0), summary.crc[c][None], small)
+    _put_region(store, f"{path}/frame_present", (block.plane, block.t0), block.present[None], small)
+    put_many(store, small)
+    marker: dict[str, Any] = {}
+    _put_region(store, f"{path}/block_written", (block.plane, block.index), np.ones((1, 1), bool), marker)
+    put_many(store, marker)  # last: the block counts as written only once all of it is stored
     return summary
+
+
+def _put_region(store: Any, key: str, start: tuple[int, ...], values: np.ndarray, blobs: dict[str, Any]) -> None:
+    """Add the chunk objects of ``values`` at ``start`` of array ``key`` to ``blobs``, or write
+    them through zarr when its layout is not one :func:`~.shards.region_chunks` encodes (a store
+    from an older version being resumed)."""
+    array = zarr.open_array(store, path=key, mode="r+", zarr_format=3)
+    chunks = region_chunks(array, start, values)
+    if chunks is None:
+        array[tuple(slice(s, s + n) for s, n in zip(start, values.shape, strict=True))] = values
+    else:
+        blobs.update(chunks)
 
 
 def _resumable(store: Any, plan: RawPlan, names: tuple[str, ...], layout: RawLayout) -> zarr.Group | None:
@@ -374,7 +405,14 @@ def _resumable(store: Any, plan: RawPlan, names: tuple[str, ...], layout: RawLay
 
 
 class RawStacks:
-    """Feeds TIFF members to one :class:`_Assembler` per plan; full blocks go to ``_emit``."""
+    """Feeds TIFF members to one :class:`_Assembler` per plan; full blocks go to ``_emit``.
+
+    With ``hash_files``, each TIFF's whole-file crc32c (its provenance record) is computed on a
+    thread of its own while the driver places the next file's frames (crc32c releases the GIL;
+    it was half of the driver's time): :meth:`source_records` waits for them.
+    """
+
+    hash_files = True
 
     def __init__(self, plans: list[RawPlan], spec: ConversionSpec, layout: RawLayout):
         self.plans, self.spec, self.layout = plans, spec, layout
@@ -383,7 +421,9 @@ class RawStacks:
         self.index = FileIndex(plans)
         self.assemblers: dict[int, _Assembler] = {}
         self.pool = BufferPool()
-        self.records: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(plans))}
+        self.records: dict[int, list[str]] = {i: [] for i in range(len(plans))}  # member names
+        self._hashes: dict[str, Future[dict[str, Any]]] = {}
+        self._hasher: ThreadPoolExecutor | None = None
         self.warnings: dict[int, list[str]] = {i: [] for i in range(len(plans))}
 
     def wants(self, name: str) -> bool:
@@ -395,12 +435,25 @@ class RawStacks:
     def add(self, name: str, source: bytes | Path) -> None:
         """Place the frames of one TIFF member wherever the index names it."""
         with open_stack(source, name=name) as stack:
-            record = member_record(name, stack.data)
+            if self.hash_files and name not in self._hashes:
+                if self._hasher is None:
+                    self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sscxr-tiff-crc")
+                self._hashes[name] = self._hasher.submit(_file_record, name, source)
             for i, plane, file in self.index.lookup(name):
-                if record not in self.records[i]:
-                    self.records[i].append(record)
+                if name not in self.records[i]:
+                    self.records[i].append(name)
                 for block in self._assembler(i, stack.frame_shape).add(plane, file, stack):
                     self._emit(i, block)
+
+    def source_records(self, i: int) -> list[dict[str, Any]]:
+        """``{name, size, crc32c}`` of plan ``i``'s TIFFs, in the order they were read."""
+        return [self._hashes[name].result() for name in self.records[i]]
+
+    def close(self) -> None:
+        """Stop the hashing thread (pending hashes are dropped; call after :meth:`source_records`)."""
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True, cancel_futures=True)
+            self._hasher = None
 
     def _assembler(self, i: int, shape: tuple[int, int] | None) -> _Assembler:
         if i not in self.assemblers:
@@ -518,7 +571,7 @@ class RawWriter(RawStacks):
                                attributes={"units": "counts", "description": f"mean of the present {name} frames"})
             group.create_array(f"{name}_max", data=asm.max[c], dimension_names=("plane", "y", "x"), overwrite=True,
                                attributes={"units": "counts", "description": f"max of the {name} frames"})
-        group.attrs.update(source_files=self.records[i], warnings=self.warnings[i], frames_present=asm.count.tolist(),
+        group.attrs.update(source_files=self.source_records(i), warnings=self.warnings[i], frames_present=asm.count.tolist(),
                            description="registered imaging frames; raw frame t is the same instant as dff frame t "
                            "of the imaging subvolume (docs/raw.md)")
         group.attrs[write.WRITTEN] = True
@@ -528,6 +581,8 @@ class RawWriter(RawStacks):
 
 class RawVerifier(RawStacks):
     """Re-reads the TIFFs and compares every frame (crc32c of source, stored crc, store pixels)."""
+
+    hash_files = False  # frames are compared one by one; the files' records are the writer's
 
     def __init__(self, plans: list[RawPlan], spec: ConversionSpec, layout: RawLayout, *, store: Any):
         super().__init__(plans, spec, layout)
@@ -768,8 +823,11 @@ class RawStep:
                                done=done)
             videos = VideoWriter(self.groups, store=store, pipe=pipe) if self.spec.video and "video" not in done else None
             tar_records: list[SourceRecord] = []
-            stream_raw(self.src, stacks, videos, tar_records)
-            written = stacks.finish()
+            try:
+                stream_raw(self.src, stacks, videos, tar_records)
+                written = stacks.finish()
+            finally:
+                stacks.close()
             video_written, video_warnings = videos.finish() if videos is not None else ([], [])
         new = [w for ws in stacks.warnings.values() for w in ws] + video_warnings + _done_warnings(store, done)
         attrs["provenance"]["sources"] += [r.to_dict() for r in tar_records]

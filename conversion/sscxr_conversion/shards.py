@@ -94,18 +94,36 @@ def array_chunks(array: zarr.Array, data: np.ndarray) -> dict[str, bytes] | None
 
     >>> blobs = array_chunks(group["dff"], dff)        # doctest: +SKIP
     """
+    if data.shape != array.shape:
+        raise ValueError(f"data of shape {data.shape} for an array of shape {array.shape}")
+    return region_chunks(array, (0,) * data.ndim, data)
+
+
+def region_chunks(array: zarr.Array, start: tuple[int, ...], data: np.ndarray) -> dict[str, bytes] | None:
+    """The chunk objects of ``array`` for ``data`` written at ``start`` (``{store key: bytes}``),
+    or None for a layout this module does not encode (then use ``array[...] = data``).
+
+    ``start`` must be chunk-aligned and ``data`` must cover whole chunks except at the array's
+    edge (edge chunks are padded with the fill value, as zarr does).
+
+    >>> blobs = region_chunks(group["frame_present"], (2, 128), present[None])  # doctest: +SKIP
+    """
     layout = _plain_layout(array)
     if layout is None:
         return None
-    if data.shape != array.shape:
-        raise ValueError(f"data of shape {data.shape} for an array of shape {array.shape}")
     codec, chunk_shape = layout
+    stop = [s + n for s, n in zip(start, data.shape, strict=True)]
+    if (any(s % c for s, c in zip(start, chunk_shape, strict=True))
+            or any(e % c and e != n for e, c, n in zip(stop, chunk_shape, array.shape, strict=True))
+            or any(e > n for e, n in zip(stop, array.shape, strict=True))):
+        raise ValueError(f"data of shape {data.shape} at {start} does not cover whole chunks {chunk_shape} "
+                         f"of an array of shape {array.shape}")
     meta, prefix = array.metadata, array.store_path.path
     data = data.astype(array.dtype.newbyteorder("<"), copy=False)
     blobs = {}
     for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
         chunk = data[tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))]
-        key = meta.encode_chunk_key(pos)
+        key = meta.encode_chunk_key(tuple(s // c + p for s, c, p in zip(start, chunk_shape, pos, strict=True)))
         blobs[f"{prefix}/{key}" if prefix else key] = bytes(codec.encode(_padded(chunk, chunk_shape, array.fill_value)))
     return blobs
 
