@@ -26,12 +26,11 @@ WORK = Path(__file__).parent / ".work"
 RECENTLY_DELETED_S = 65  # ext4 (without journal) skips inodes deleted in the last 60 s, one by one
 
 CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 mode, mat, store, workers = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 import scipy.io
 if mode == "convert":
     from sscxr_conversion import convert
-import os
 os.sync()  # earlier runs' writeback is not this run's cost (the run's own writes still are)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()

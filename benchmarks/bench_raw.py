@@ -160,8 +160,9 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
                   f"({base / seconds:.0%} of tifffile), store {stored / 1e9:.2f} GB in {objects} objects", flush=True)
     tarball = make_tarball()
     seconds = convert_fov(url := next(fresh), red=False, workers=None, src=tarball)
-    rows["runs"].append({"workers": None, "red": False, "seconds": seconds, "store_bytes": du(Path(url))[0],
-                         "objects": du(Path(url))[1], "source": f"tar.gz ({tarball.stat().st_size / 1e9:.2f} GB)"})
+    stored, objects = du(Path(url))
+    rows["runs"].append({"workers": None, "red": False, "seconds": seconds, "store_bytes": stored,
+                         "objects": objects, "source": f"tar.gz ({tarball.stat().st_size / 1e9:.2f} GB)"})
     print(f"tar.gz: {seconds:.1f} s", flush=True)
     shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
     return rows

@@ -16,6 +16,7 @@ from typing import Any
 from sscxr.errors import SourceFormatError
 
 from .provenance import HashingReader, SourceRecord, record_bytes, record_file
+from .readers._matstream import INFLATE_ERRORS
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
@@ -83,16 +84,6 @@ def _gunzip(fileobj: Any) -> Any:
     return IGzipFile(fileobj=fileobj, mode="rb")
 
 
-def _inflate_errors() -> tuple[type[BaseException], ...]:
-    import zlib
-
-    try:
-        from isal.isal_zlib import error as isal_error
-    except ImportError:  # pragma: no cover
-        return (zlib.error,)
-    return (zlib.error, isal_error)
-
-
 def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRecord] | None) -> Iterator[Member]:
     gzipped = str(path).endswith((".gz", ".tgz"))
     with path.open("rb") as raw:
@@ -105,7 +96,7 @@ def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRe
                         fobj = tar.extractfile(info)
                         if fobj is not None:
                             yield Member(info.name, data=fobj.read())
-        except (tarfile.TarError, EOFError, OSError, ValueError, *_inflate_errors()) as exc:
+        except (tarfile.TarError, EOFError, OSError, ValueError, *INFLATE_ERRORS) as exc:
             raise SourceFormatError(str(path), f"is not a readable tar archive ({exc})",
                                     hint="the download is truncated or corrupt") from exc
         finally:

@@ -8,10 +8,10 @@ task and then marked ``sscxr_written``; ``--resume`` skips marked groups.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import Future, ThreadPoolExecutor
 import functools
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -227,7 +227,6 @@ class EarlyArrays:
         """Chunks, then the array's ``zarr.json`` (so a :class:`StoredArray` can read it back);
         the group's own document, which marks it written, comes only with :func:`write_group`."""
         staged, _ = encode_group(xr.Dataset({name: (dims, values)}), path, self.spec)
-        del values
         prefix = f"{path}/{name}/"
         chunks = {k: v for k, v in staged.items() if k.startswith(prefix) and not k.endswith("zarr.json")}
         array = zarr.open_array(zarr.storage.MemoryStore(staged), path=f"{path}/{name}", mode="r", zarr_format=3)

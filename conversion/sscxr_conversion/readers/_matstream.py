@@ -35,6 +35,8 @@ try:  # ISA-L inflates the same zlib streams about twice as fast (and also relea
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
     _inflate_module = zlib  # type: ignore[assignment]
 
+INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate_module.error)  # damaged DEFLATE data
+
 READ_BLOCK = 8 << 20  # compressed bytes per inflate step (few GIL re-acquisitions per MB)
 BUFFERED = 4 << 20  # elements up to this size are read in one piece and parsed from memory
 AHEAD = 4  # inflated blocks the producer may run ahead of the parser (~32 MB)
