@@ -206,7 +206,7 @@ def stage_costs() -> dict[str, float]:
     t0 = time.perf_counter()
     for block in blocks:
         raw.write_block(url, plan.path, ("green",), block)
-    per_frame = (time.perf_counter() - t0) / sum(b.data.shape[1] for b in blocks)
+    per_frame = (time.perf_counter() - t0) / sum(len(b.present) for b in blocks)
     shutil.rmtree(url, ignore_errors=True)
     return {"driver_s": driver, "write_s": per_frame * len(PLANES) * FILES * FRAMES}
 

@@ -20,6 +20,8 @@ See ``docs/raw.md`` for the layout, the measurements behind it and the streaming
 
 from __future__ import annotations
 
+import itertools
+import mmap
 import os
 import re
 import warnings
@@ -31,7 +33,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import google_crc32c
 import numpy as np
 import xarray as xr
 import zarr
@@ -44,7 +45,7 @@ from .provenance import HashingReader, SourceRecord
 from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, _map, data_crc32c, open_stack, pixel_crc32c,
                            plan_raw)
 from .readers.video import VideoFile, VideoInfo, probe_video, trial_of, video_index
-from .shards import put_many, region_chunks, shard_writer
+from .shards import PartSink, index_parts, put_many, region_chunks, shard_index, sharded_layout
 from .source import is_tar, iter_members
 from .spec import ConversionSpec
 from .tasks import Runner, options_for
@@ -166,27 +167,137 @@ def _is_big(value: Any) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FileRef:
+    """A TIFF that the block tasks read themselves: its path, size (checked when opened) and the
+    dtype of its pixels (``"<u2"``)."""
+
+    path: str
+    size: int
+    dtype: str
+
+
 @dataclass
 class Block:
-    """``shard_frames`` frames of one plane: pixels per channel and which frames are present."""
+    """``shard_frames`` frames of one plane: where each frame's pixels are, and which are present.
+
+    A frame of a TIFF on a file system the tasks share is a reference (``file`` >= 0: the byte
+    ``offset`` of each channel's page in ``files[file]``), read by the task that writes the block:
+    the driver only parses IFDs. Frames of in-memory members (a ``.tar.gz``) are copied into
+    ``data``.
+    """
 
     plane: int
     index: int
     t0: int
-    data: np.ndarray  # (channel, time, y, x) uint16
     present: np.ndarray  # (time,) bool
+    frame_shape: tuple[int, int]
+    files: list[FileRef]
+    file: np.ndarray  # (time,) int: index into files, -1 where the pixels are in data (or absent)
+    offset: np.ndarray  # (channel, time) int64 byte offsets of each page in its file
+    data: np.ndarray | None = None  # (channel, time, y, x) uint16: frames copied from memory
+
+    @property
+    def n_channels(self) -> int:
+        return self.offset.shape[0]
+
+    def file_ref(self, ref: FileRef) -> int:
+        """Index of ``ref`` in :attr:`files` (added if new)."""
+        if ref not in self.files:
+            self.files.append(ref)
+        return self.files.index(ref)
+
+    @contextmanager
+    def frames(self) -> Iterator[Callable[[int, int], np.ndarray | None]]:
+        """``frame(channel, i)``: the ``(y, x)`` pixels of frame ``i`` (None if absent); files are
+        mapped read-only while the context is open."""
+        maps: dict[int, Any] = {}
+        count = self.frame_shape[0] * self.frame_shape[1]
+
+        def frame(c: int, i: int) -> np.ndarray | None:
+            if not self.present[i]:
+                return None
+            k = int(self.file[i])
+            if k < 0:
+                assert self.data is not None
+                return self.data[c, i]
+            if k not in maps:
+                maps[k] = _open_ref(self.files[k])
+            return np.frombuffer(maps[k], self.files[k].dtype, count, int(self.offset[c, i])).reshape(self.frame_shape)
+
+        try:
+            yield frame
+        finally:
+            for m in maps.values():
+                try:
+                    m.close()
+                except BufferError:  # a frame is still referenced: the map closes when it is freed
+                    pass
+
+    def scan(self, tile: tuple[int, int], frames: int,
+             on_slab: Callable[[int, int, np.ndarray], None] | None = None) -> BlockSummary:
+        """One pass over every present frame: its crc32c, the block's sum and max images, and
+        (``on_slab``) the pixels ``frames`` frames at a time as a C-contiguous ``(tile_y, tile_x,
+        frames, *tile)`` slab, so that each ``(frames, *tile)`` inner chunk is one contiguous
+        run that compresses without a gather copy. Absent frames and the padding of a short last
+        slab are 0. ``on_slab(channel, slab_index, slab)`` must not keep the slab (it is reused).
+
+        Runs where the block is written (a task): the driver only reads IFDs and places frames.
+        """
+        (ny, nx), (cy, cx), n = self.frame_shape, tile, len(self.present)
+        ty, tx = ny // cy, nx // cx
+        crc = np.zeros((self.n_channels, n), np.uint32)
+        total = np.zeros((self.n_channels, ty, tx, cy, cx), np.uint32)
+        top = np.zeros((self.n_channels, ty, tx, cy, cx), np.uint16)
+        slab = np.empty((ty, tx, frames, cy, cx), "<u2")
+        with self.frames() as frame:
+            for c in range(self.n_channels):
+                for k0 in range(0, n, frames):
+                    k1 = min(k0 + frames, n)
+                    for j in range(k1 - k0):
+                        pixels = frame(c, k0 + j)
+                        if pixels is None:
+                            slab[:, :, j] = 0
+                            continue
+                        crc[c, k0 + j] = pixel_crc32c(pixels)
+                        slab[:, :, j] = pixels.reshape(ty, cy, tx, cx).transpose(0, 2, 1, 3)
+                        del pixels
+                    slab[:, :, k1 - k0:] = 0
+                    total[c] += slab.sum(axis=2, dtype=np.uint32)
+                    np.maximum(top[c], slab.max(axis=2), out=top[c])
+                    if on_slab is not None:
+                        on_slab(c, k0 // frames, slab)
+        untile = (0, 1, 3, 2, 4)  # (channel, y tile, x tile, y, x) -> (channel, y, x)
+        return BlockSummary(self.plane, self.index, crc, total.transpose(untile).reshape(-1, ny, nx),
+                            top.transpose(untile).reshape(-1, ny, nx), int(self.present.sum()))
 
     def summarize(self) -> BlockSummary:
-        """crc32c per present frame (0 for absent ones) and this block's part of the summary images.
+        """crc32c per present frame (0 for absent ones) and this block's part of the summary images."""
+        return self.scan(self.frame_shape, 1)
 
-        Runs where the block is written (a task), so the driver only reads and places frames.
-        """
-        crc = np.zeros(self.data.shape[:2], np.uint32)
-        for c, channel in enumerate(self.data):
-            for i in np.flatnonzero(self.present):
-                crc[c, i] = pixel_crc32c(channel[i])
-        return BlockSummary(self.plane, self.index, crc, self.data.sum(axis=1, dtype=np.uint32),
-                            self.data.max(axis=1), int(self.present.sum()))
+    def pixels(self) -> np.ndarray:
+        """``(channel, time, y, x)`` of every frame (0 where absent), in fresh memory."""
+        out = np.zeros((self.n_channels, len(self.present), *self.frame_shape), np.uint16)
+        with self.frames() as frame:
+            for c in range(self.n_channels):
+                for i in np.flatnonzero(self.present):
+                    out[c, i] = frame(c, int(i))
+        return out
+
+
+def _open_ref(ref: FileRef) -> Any:
+    """A read-only map of a referenced TIFF, which must still have the size it had when parsed."""
+    try:
+        with open(ref.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != ref.size:
+                raise InconsistentSourceError(ref.path, f"changed during the conversion: it has {size} bytes, "
+                                              f"{ref.size} when its pages were indexed", hint="convert again")
+            return mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    except OSError as exc:
+        raise SourceFormatError(ref.path, f"cannot be read by the task writing its frames ({exc})",
+                                hint="block tasks read the TIFFs by path: workers must see the same files "
+                                "as the driver") from exc
 
 
 @dataclass
@@ -213,15 +324,18 @@ class BufferPool:
         return stack.pop() if stack else np.empty(shape, np.uint16)
 
     def give(self, block: Block) -> None:
-        self.free.setdefault(block.data.shape, []).append(block.data)
+        if block.data is not None:
+            self.free.setdefault(block.data.shape, []).append(block.data)
+            block.data = None
 
 
 class _Assembler:
     """Collects one plan's frames into :class:`Block` s; keeps per-plane summary sums."""
 
     def __init__(self, plan: RawPlan, shape: tuple[int, int], channels: tuple[int, ...], shard_frames: int,
-                 pool: BufferPool):
+                 pool: BufferPool, by_reference: bool = True):
         self.plan, self.shape, self.channels, self.ts, self.pool = plan, shape, channels, shard_frames, pool
+        self.by_reference = by_reference
         self.n_blocks = -(-plan.n_time // shard_frames)
         present = plan.file_index >= 0
         padded = np.zeros((plan.n_planes, self.n_blocks * shard_frames), bool)
@@ -241,11 +355,22 @@ class _Assembler:
         frames = self.plan.frame_index[plane, times]
         self._check(stack, plane, times, frames)
         touched = set()
+        ref = None
+        if self.by_reference and stack.path is not None and stack.page_offset(0) is not None and stack.dtype.kind == "u" \
+                and stack.dtype.itemsize == 2:  # a plain uint16 file: the task reads its pages itself
+            ref = FileRef(os.fspath(stack.path), stack.size, stack.dtype.str)
         for t, f in zip(times.tolist(), frames.tolist(), strict=True):
             b, i = divmod(t, self.ts)
             block = self._block(plane, b)
-            for c, channel in enumerate(self.channels):
-                block.data[c, i] = stack.frame(f, channel)
+            if ref is not None:
+                block.file[i] = block.file_ref(ref)
+                for c, channel in enumerate(self.channels):
+                    block.offset[c, i] = stack.page_offset(f, channel)
+            else:
+                if block.data is None:
+                    block.data = self.pool.take((len(self.channels), len(block.present), *self.shape))
+                for c, channel in enumerate(self.channels):
+                    block.data[c, i] = stack.frame(f, channel)
             block.present[i] = True
             self.remaining[plane, b] -= 1
             touched.add(b)
@@ -270,14 +395,12 @@ class _Assembler:
     def _block(self, plane: int, b: int) -> Block:
         if (plane, b) not in self.open:
             n = min(self.ts, self.plan.n_time - b * self.ts)
-            data = self.pool.take((len(self.channels), n, *self.shape))
-            self.open[(plane, b)] = Block(plane, b, b * self.ts, data, np.zeros(n, bool))
+            self.open[(plane, b)] = Block(plane, b, b * self.ts, np.zeros(n, bool), self.shape, [],
+                                          np.full(n, -1, np.int64), np.zeros((len(self.channels), n), np.int64))
         return self.open[(plane, b)]
 
     def _close(self, plane: int, b: int) -> Block:
-        block = self.open.pop((plane, b))
-        block.data[:, ~block.present] = 0  # a reused buffer holds old frames where these are absent
-        return block
+        return self.open.pop((plane, b))
 
     def accumulate(self, summary: BlockSummary) -> None:
         """Add a written block's sums and max to the plane's summary images."""
@@ -354,18 +477,27 @@ def create_template(store: Any, plan: RawPlan, shape: tuple[int, int], names: tu
 
 
 def write_block(url: str, path: str, names: tuple[str, ...], block: Block) -> BlockSummary:
-    """Task: write one block (whole shards of one plane), its crc32c and presence, then mark it."""
-    summary = block.summarize()
+    """Task: write one block (whole shards of one plane), its crc32c and presence, then mark it.
+
+    The frames are read once (:meth:`Block.scan`): each slab of inner-chunk-deep frames is
+    compressed chunk by chunk into the shards' parts while it is in cache.
+    """
     store = write.open_store(url, options_for(url), mode="w")
-    t = slice(block.t0, block.t0 + block.data.shape[1])
+    stacks = [zarr.open_array(store, path=f"{path}/{name}", mode="r+", zarr_format=3) for name in names]
+    shards = _ShardParts.of(stacks, block, PartSink(store))
+    if shards is not None:
+        try:
+            summary = block.scan(shards.tile, shards.frames, shards.add)
+        finally:
+            shards.sink.abort()
+        shards.close()
+    else:  # a layout shards.py does not encode (an older store being resumed): through zarr
+        summary = block.summarize()
+        pixels = block.pixels()
+        for c, stack in enumerate(stacks):
+            stack.with_config({"write_empty_chunks": True})[block.plane, block.t0: block.t0 + pixels.shape[1]] = pixels[c]
     small: dict[str, Any] = {}  # the block's one chunk of each per-frame array, put at once
     for c, name in enumerate(names):
-        stack = zarr.open_array(store, path=f"{path}/{name}", mode="r+", zarr_format=3)
-        whole_shards = shard_writer(stack)  # one pass per shard instead of zarr's per-inner-chunk tasks
-        if whole_shards is not None:
-            whole_shards((block.plane, block.t0, 0, 0), block.data[c][None])
-        else:
-            stack.with_config({"write_empty_chunks": True})[block.plane, t] = block.data[c]  # skips an all-equal scan
         _put_region(store, f"{path}/{name}_crc32c", (block.plane, block.t0), summary.crc[c][None], small)
     _put_region(store, f"{path}/frame_present", (block.plane, block.t0), block.present[None], small)
     put_many(store, small)
@@ -373,6 +505,61 @@ def write_block(url: str, path: str, names: tuple[str, ...], block: Block) -> Bl
     _put_region(store, f"{path}/block_written", (block.plane, block.index), np.ones((1, 1), bool), marker)
     put_many(store, marker)  # last: the block counts as written only once all of it is stored
     return summary
+
+
+class _ShardParts:
+    """The shards of one block (one plane, ``shard_frames`` frames) of every channel, built from
+    the slabs of :meth:`Block.scan`: each inner chunk is compressed as it comes and goes to its
+    shard object in ``sink``; :meth:`close` ends each object with its index."""
+
+    def __init__(self, codec: Any, shard: tuple[int, ...], chunk: tuple[int, ...], block: Block,
+                 arrays: list[zarr.Array], sink: PartSink):
+        self.codec, self.sink = codec, sink
+        self.frames, self.tile = chunk[1], (chunk[2], chunk[3])
+        self.per_shard = (shard[2] // chunk[2], shard[3] // chunk[3])  # inner chunk tiles per shard, y and x
+        grid = list(itertools.product(range(block.frame_shape[0] // shard[2]), range(block.frame_shape[1] // shard[3])))
+        t = block.t0 // shard[1]
+        self.keys = [{pos: _key(array, (block.plane, t, *pos)) for pos in grid} for array in arrays]
+        self.index = [{pos: shard_index(shard, chunk) for pos in grid} for _ in arrays]
+        self.offset = [dict.fromkeys(grid, 0) for _ in arrays]
+
+    @classmethod
+    def of(cls, arrays: list[zarr.Array], block: Block, sink: PartSink) -> _ShardParts | None:
+        """For ``arrays`` (one per channel) when their layout is one ``shards.py`` encodes and one
+        block is whole shards of one plane with inner chunks tiling its frames, else None."""
+        layout = sharded_layout(arrays[0])
+        if layout is None or any(a.metadata != arrays[0].metadata for a in arrays[1:]):
+            return None
+        codec, shard, chunk = layout
+        array, (ny, nx) = arrays[0], block.frame_shape
+        whole = (len(shard) == 4 and shard[0] == chunk[0] == 1 and block.t0 % shard[1] == 0
+                 and (len(block.present) == shard[1] or block.t0 + len(block.present) == array.shape[1])
+                 and shard[1] % chunk[1] == 0 and shard[2] % chunk[2] == 0 and shard[3] % chunk[3] == 0
+                 and ny % shard[2] == 0 and nx % shard[3] == 0 and array.shape[2:] == (ny, nx)
+                 and np.dtype(array.dtype) == np.uint16 and array.fill_value == 0)
+        return cls(codec, shard, chunk, block, arrays, sink) if whole else None
+
+    def add(self, c: int, k: int, slab: np.ndarray) -> None:
+        """Compress the inner chunks of slab ``k`` (frames ``k * chunk_frames``...) of channel ``c``."""
+        py, px = self.per_shard
+        for yy in range(slab.shape[0]):
+            for xx in range(slab.shape[1]):
+                blob = bytes(self.codec.encode(slab[yy, xx]))
+                pos, inner = (yy // py, xx // px), (0, k, yy % py, xx % px)
+                self.index[c][pos][inner] = (self.offset[c][pos], len(blob))
+                self.sink.add(self.keys[c][pos], blob)
+                self.offset[c][pos] += len(blob)
+
+    def close(self) -> None:
+        """End every shard object with its index (inner chunks never added stay empty)."""
+        self.sink.close({key: index_parts(self.index[c][pos]) for c, keys in enumerate(self.keys)
+                         for pos, key in keys.items()})
+
+
+def _key(array: zarr.Array, chunk: tuple[int, ...]) -> str:
+    """Store key of ``array``'s chunk (or shard) at grid position ``chunk``."""
+    key = array.metadata.encode_chunk_key(chunk)
+    return f"{array.store_path.path}/{key}" if array.store_path.path else key
 
 
 def _put_region(store: Any, key: str, start: tuple[int, ...], values: np.ndarray, blobs: dict[str, Any]) -> None:
@@ -413,6 +600,7 @@ class RawStacks:
     """
 
     hash_files = True
+    by_reference = True  # blocks refer to TIFF files by path (the tasks can read them)
 
     def __init__(self, plans: list[RawPlan], spec: ConversionSpec, layout: RawLayout):
         self.plans, self.spec, self.layout = plans, spec, layout
@@ -458,7 +646,8 @@ class RawStacks:
     def _assembler(self, i: int, shape: tuple[int, int] | None) -> _Assembler:
         if i not in self.assemblers:
             shape = self._start(i, shape or self.plans[i].frame_shape or (512, 512))
-            self.assemblers[i] = _Assembler(self.plans[i], shape, self.channels, self.layout.shard_frames, self.pool)
+            self.assemblers[i] = _Assembler(self.plans[i], shape, self.channels, self.layout.shard_frames, self.pool,
+                                            self.by_reference)
         return self.assemblers[i]
 
     def close_blocks(self) -> None:
@@ -683,7 +872,7 @@ class VideoWriter:
         if trial in self.files:
             raise InconsistentSourceError(name, f"is a second video of trial {trial} (the first is "
                                           f"{self.files[trial].name})")
-        self.files[trial] = VideoFile(trial, name, self.flushed + len(self.buffer), len(data), google_crc32c.value(data))
+        self.files[trial] = VideoFile(trial, name, self.flushed + len(self.buffer), len(data), data_crc32c(data))
         if self.array is None:
             group = zarr.open_group(self.store, path=self.path, mode="w", zarr_format=3)
             self.array = group.create_array("mp4", shape=(0,), chunks=(MP4_CHUNK,), dtype="uint8", fill_value=0,

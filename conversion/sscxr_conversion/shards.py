@@ -53,21 +53,11 @@ def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], N
     >>> write = shard_writer(group["green"])            # doctest: +SKIP
     >>> write((0, 128, 0, 0), block)                     # doctest: +SKIP
     """
+    layout = sharded_layout(array)
+    if layout is None:
+        return None
+    codec, shard_shape, chunk_shape = layout
     meta = array.metadata
-    codecs: list[Any] = list(getattr(meta, "codecs", ()))
-    if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
-        return None
-    sharding = codecs[0]
-    inner: list[Any] = list(sharding.codecs)
-    index: list[Any] = list(sharding.index_codecs)
-    if not (len(inner) == 2 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], BloscCodec)
-            and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
-            and sharding.index_location == ShardingCodecIndexLocation.end
-            and _little(inner[0]) and _little(index[0]) and array.dtype.itemsize == inner[1].typesize):
-        return None
-    codec = _numcodecs_blosc(inner[1])
-    shard_shape = tuple(meta.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
-    chunk_shape = tuple(sharding.chunk_shape)
     dtype = array.dtype.newbyteorder("<")
     store, prefix = array.store_path.store, array.store_path.path
 
@@ -86,6 +76,37 @@ def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], N
         put_many(store, blobs)  # parts: one writev per local shard file, joined only for remote stores
 
     return write
+
+
+def sharded_layout(array: zarr.Array) -> tuple[Any, tuple[int, ...], tuple[int, ...]] | None:
+    """``(numcodecs Blosc, shard shape, inner chunk shape)`` of an array whose layout this module
+    encodes (one ``sharding_indexed`` codec: ``bytes`` little-endian + ``blosc`` inside, the
+    default ``bytes`` + ``crc32c`` index at the end), else None."""
+    meta = array.metadata
+    codecs: list[Any] = list(getattr(meta, "codecs", ()))
+    if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+        return None
+    sharding = codecs[0]
+    inner: list[Any] = list(sharding.codecs)
+    index: list[Any] = list(sharding.index_codecs)
+    if not (len(inner) == 2 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], BloscCodec)
+            and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
+            and sharding.index_location == ShardingCodecIndexLocation.end
+            and _little(inner[0]) and _little(index[0]) and array.dtype.itemsize == inner[1].typesize):
+        return None
+    return _numcodecs_blosc(inner[1]), tuple(meta.chunk_grid.chunk_shape), tuple(sharding.chunk_shape)  # type: ignore[attr-defined]
+
+
+def shard_index(shard_shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> np.ndarray:
+    """An empty shard index: ``(offset, nbytes)`` per inner chunk, every entry :data:`EMPTY`."""
+    grid = tuple(-(-s // c) for s, c in zip(shard_shape, chunk_shape, strict=True))
+    return np.full((*grid, 2), EMPTY, dtype="<u8")
+
+
+def index_parts(index: np.ndarray) -> list[bytes]:
+    """The tail of a shard: its index and the index's crc32c (``bytes`` + ``crc32c`` codecs)."""
+    raw_index = index.astype("<u8", copy=False).tobytes()
+    return [raw_index, np.uint32(google_crc32c.value(raw_index)).astype("<u4").tobytes()]
 
 
 def array_chunks(array: zarr.Array, data: np.ndarray) -> dict[str, bytes] | None:
@@ -175,8 +196,7 @@ def shard_parts(data: np.ndarray, shard_shape: tuple[int, ...], chunk_shape: tup
     """:func:`encode_shard` as its parts (inner chunks, index, index crc32c), not joined: a local
     shard file is written from them with one ``writev`` (joining ~300 MB of shards into fresh
     memory was 19% of a raw block task)."""
-    grid = tuple(-(-s // c) for s, c in zip(shard_shape, chunk_shape, strict=True))
-    index = np.full((*grid, 2), EMPTY, dtype="<u8")
+    index = shard_index(shard_shape, chunk_shape)
     parts: list[bytes] = []
     offset = 0
     for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
@@ -185,10 +205,7 @@ def shard_parts(data: np.ndarray, shard_shape: tuple[int, ...], chunk_shape: tup
         index[pos] = (offset, len(blob))
         parts.append(blob)
         offset += len(blob)
-    raw_index = index.tobytes()
-    parts.append(raw_index)
-    parts.append(np.uint32(google_crc32c.value(raw_index)).astype("<u4").tobytes())
-    return parts
+    return parts + index_parts(index)
 
 
 def _write_all(fd: int, blob: Any) -> None:
@@ -206,6 +223,54 @@ def _write_all(fd: int, blob: Any) -> None:
                 done -= len(parts.pop(0))
             else:
                 parts[0], done = parts[0][done:], 0
+
+
+class PartSink:
+    """Objects written part by part: a local store's files as each part comes (so a part's memory
+    is reused at once: holding a block's ~40 MB of compressed parts until the end made every
+    block page-fault its buffers in afresh), any other store's objects whole at :meth:`close`.
+
+    >>> sink = PartSink(store)                 # doctest: +SKIP
+    >>> sink.add("green/c/0/0/0/0", blob)      # doctest: +SKIP
+    >>> sink.close({"green/c/0/0/0/0": tail})  # doctest: +SKIP
+    """
+
+    def __init__(self, store: Any):
+        self.store = store
+        self.root = os.fspath(store.root) if isinstance(store, LocalStore) and not store.read_only else None
+        self.fds: dict[str, int] = {}
+        self.parts: dict[str, list[bytes]] = {}
+
+    def add(self, key: str, part: bytes) -> None:
+        if self.root is None:
+            self.parts.setdefault(key, []).append(part)
+            return
+        fd = self.fds.get(key)
+        if fd is None:
+            target = os.path.join(self.root, key)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            fd = self.fds[key] = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+        _write_all(fd, part)
+
+    def close(self, tails: Mapping[str, list[bytes]]) -> None:
+        """Write each object's last parts (``{key: parts}``) and finish every object."""
+        try:
+            if self.root is None:
+                put_many(self.store, {key: self.parts.pop(key, []) + list(tail) for key, tail in tails.items()})
+                return
+            for key, tail in tails.items():
+                if key not in self.fds:
+                    self.add(key, b"")
+                _write_all(self.fds[key], list(tail))
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Close what is open (an unfinished object stays unfinished: its block is not marked written)."""
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+        self.parts.clear()
 
 
 def _little(codec: BytesCodec) -> bool:

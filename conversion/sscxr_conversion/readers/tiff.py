@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import google_crc32c
+import crc32c
 import numpy as np
 import tifffile
 import xarray as xr
@@ -44,16 +44,15 @@ def pixel_crc32c(pixels: np.ndarray) -> int:
     >>> pixel_crc32c(np.zeros((2, 2), np.uint16))
     2351477386
     """
-    view = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")).view()
-    view.flags.writeable = False  # google_crc32c takes read-only buffers only
-    return int(google_crc32c.value(view))
+    return int(crc32c.crc32c(np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))))
 
 
 @dataclass
 class TiffStack:
     """An opened interleaved TIFF: ``n_frames`` frames of ``n_channels`` pages each.
 
-    Frames of uncompressed, contiguous pages read from bytes are zero-copy views.
+    Frames of uncompressed, contiguous pages are zero-copy views of the bytes, or of a read-only
+    map of the file (made on the first :meth:`frame`: opening a file reads only its IFDs).
     """
 
     name: str
@@ -61,14 +60,23 @@ class TiffStack:
     n_pages: int
     frame_shape: tuple[int, int]
     dtype: np.dtype
-    data: bytes | memoryview | mmap.mmap = field(repr=False)
+    data: bytes | memoryview | mmap.mmap | None = field(repr=False)
     _offsets: np.ndarray | None = field(repr=False)
     _tif: tifffile.TiffFile = field(repr=False)
+    path: Path | None = None
+    size: int = 0
 
     @property
     def n_frames(self) -> int:
         """Number of whole frames (pages // channels)."""
         return self.n_pages // self.n_channels
+
+    def page_offset(self, index: int, channel: int = 0) -> int | None:
+        """Byte offset in the file of frame ``index``'s ``channel`` pixels when every page is one
+        uncompressed run (the frame is then ``frame_shape`` pixels of ``dtype`` from there), else None."""
+        if self._offsets is None:
+            return None
+        return int(self._offsets[index * self.n_channels + channel])
 
     def frame(self, index: int, channel: int = 0) -> np.ndarray:
         """Frame ``index`` (0-based) of ``channel`` (0 green, 1 red) as a ``(y, x)`` array.
@@ -82,6 +90,9 @@ class TiffStack:
                                           "(1-based) was asked for", field=f"frame {index + 1}")
         page = index * self.n_channels + channel
         if self._offsets is not None:
+            if self.data is None:
+                assert self.path is not None
+                self.data = _map(self.path, self.name)
             count = self.frame_shape[0] * self.frame_shape[1]
             return np.frombuffer(self.data, self.dtype, count, int(self._offsets[page])).reshape(self.frame_shape)
         with _tifffile_errors(self.name, f"frame {index + 1} (page {page + 1})"):
@@ -111,7 +122,8 @@ def open_stack(source: bytes | memoryview | str | os.PathLike, *, name: str | No
     """
     name = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<bytes>")
     in_memory = isinstance(source, bytes | memoryview)
-    data = source if isinstance(source, bytes | memoryview) else _map(Path(source), name)
+    data = source if isinstance(source, bytes | memoryview) else None
+    size = len(source) if isinstance(source, bytes | memoryview) else _size(Path(source), name)
     with _tifffile_errors(name, "header") as logged:
         tif = tifffile.TiffFile(io.BytesIO(data) if in_memory else Path(source),  # type: ignore[arg-type]
                                 name=Path(name).name)
@@ -129,12 +141,20 @@ def open_stack(source: bytes | memoryview | str | os.PathLike, *, name: str | No
     assert key is not None  # set_keyframe(0) above
     shape = (int(key.imagelength), int(key.imagewidth))
     dtype = np.dtype(key.dtype).newbyteorder(tif.byteorder)
-    offsets = _contiguous_offsets(tif, data, shape, dtype, name, n_channels)
+    offsets = _contiguous_offsets(tif, size, shape, dtype, name, n_channels)
     if n_pages % n_channels:
         raise InconsistentSourceError(name, f"has {n_pages} pages, not a multiple of {n_channels} interleaved "
                                       f"channels; the last frame ({n_pages // n_channels + 1}) is incomplete",
                                       field=f"frame {n_pages // n_channels + 1}", hint=TRUNCATED_HINT)
-    return TiffStack(name, n_channels, n_pages, shape, dtype, data, offsets, tif)
+    return TiffStack(name, n_channels, n_pages, shape, dtype, data, offsets, tif,
+                     path=None if in_memory else Path(source), size=size)  # type: ignore[arg-type]
+
+
+def _size(path: Path, name: str) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise SourceFormatError(name, f"cannot be read ({exc})") from exc
 
 
 def _map(path: Path, name: str) -> mmap.mmap | bytes:
@@ -155,18 +175,16 @@ def data_crc32c(data: bytes | memoryview | mmap.mmap) -> int:
     >>> data_crc32c(b"123456789") == 0xE3069283
     True
     """
-    view = np.frombuffer(data, np.uint8)
-    view.flags.writeable = False
-    return int(google_crc32c.value(view))
+    return int(crc32c.crc32c(data))
 
 
-def _contiguous_offsets(tif: tifffile.TiffFile, data: bytes | memoryview | mmap.mmap, shape: tuple[int, int],
-                        dtype: np.dtype, name: str, n_channels: int) -> np.ndarray | None:
+def _contiguous_offsets(tif: tifffile.TiffFile, size: int, shape: tuple[int, int], dtype: np.dtype, name: str,
+                        n_channels: int) -> np.ndarray | None:
     """Byte offset of each page's pixels when every page is one uncompressed run, else ``None``.
 
     Also the truncation check: a page whose pixels run past the end of the file is an error.
     """
-    size, expected = len(data), shape[0] * shape[1] * dtype.itemsize
+    expected = shape[0] * shape[1] * dtype.itemsize
     key = tif.pages.keyframe
     assert key is not None
     simple = key.compression == 1 and key.samplesperpixel == 1 and key.planarconfig in (1, 2)
