@@ -324,6 +324,37 @@ def test_green_only_without_red(session: Session, tmp_path: Path) -> None:
     written, _, _ = convert_raw(session.root, session, str(tmp_path / "g.zarr"), spec=spec)
     ds = xr.open_dataset(str(tmp_path / "g.zarr"), group="raw/subvolume_01", engine="zarr", chunks=None)
     assert "red" not in ds and "green" in ds and "video" not in written
+    np.testing.assert_array_equal(ds["green"].values, session.green["raw/subvolume_01"])
+
+
+def test_blocks_are_read_by_reference_and_encoded_shard_by_shard(session: Session, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path: tasks map the TIFFs themselves (the driver copies no pixels) and write
+    whole shards from tiled slabs (never through zarr's setitem); every pixel still reads back."""
+    def no_copy(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the driver copied a frame")
+
+    def no_zarr(*args: object) -> None:
+        raise AssertionError("a block went through zarr's setitem")
+
+    monkeypatch.setattr(raw.BufferPool, "take", no_copy)
+    monkeypatch.setattr(raw.Block, "pixels", no_zarr)
+    url = str(tmp_path / "ref.zarr")
+    convert_raw(session.root, session, url)
+    for path in session.green:
+        ds = xr.open_dataset(url, group=path, engine="zarr", chunks=None)
+        np.testing.assert_array_equal(ds["green"].values, session.green[path])
+        np.testing.assert_array_equal(ds["red"].values, session.red[path])
+
+
+def test_a_layout_shards_py_does_not_encode_goes_through_zarr(session: Session, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(raw, "sharded_layout", lambda array: None)
+    url = str(tmp_path / "zarr.zarr")
+    convert_raw(session.root, session, url)
+    ds = xr.open_dataset(url, group="raw/subvolume_01", engine="zarr", chunks=None)
+    np.testing.assert_array_equal(ds["green"].values, session.green["raw/subvolume_01"])
+    np.testing.assert_array_equal(ds["red"].values, session.red["raw/subvolume_01"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,3 +577,21 @@ def _only_mat(truth, tmp_path: Path) -> Path:  # noqa: ANN001
     folder.mkdir()
     shutil.copy(truth.mat_path, folder / truth.mat_path.name)
     return folder / truth.mat_path.name
+
+
+def test_blocks_refer_to_files_only_where_the_workers_can_read_them() -> None:
+    class Client:
+        def __init__(self, *addresses: str):
+            self.addresses = addresses
+
+        def scheduler_info(self) -> dict:
+            return {"workers": {a: {} for a in self.addresses}}
+
+    class Run:
+        def __init__(self, client: object = None):
+            self.client = client
+
+    assert raw._shares_files(Run())  # local threads
+    assert raw._shares_files(Run(Client("tcp://127.0.0.1:4001", "inproc://10.0.0.1/1/2")))
+    assert not raw._shares_files(Run(Client("tcp://127.0.0.1:4001", "tcp://node-17.cluster.example:4002")))
+    assert not raw._shares_files(Run(Client()))

@@ -488,8 +488,9 @@ def write_block(url: str, path: str, names: tuple[str, ...], block: Block) -> Bl
     if shards is not None:
         try:
             summary = block.scan(shards.tile, shards.frames, shards.add)
-        finally:
+        except BaseException:
             shards.sink.abort()
+            raise
         shards.close()
     else:  # a layout shards.py does not encode (an older store being resumed): through zarr
         summary = block.summarize()
@@ -527,10 +528,13 @@ class _ShardParts:
     def of(cls, arrays: list[zarr.Array], block: Block, sink: PartSink) -> _ShardParts | None:
         """For ``arrays`` (one per channel) when their layout is one ``shards.py`` encodes and one
         block is whole shards of one plane with inner chunks tiling its frames, else None."""
-        layout = sharded_layout(arrays[0])
-        if layout is None or any(a.metadata != arrays[0].metadata for a in arrays[1:]):
+        layouts = [sharded_layout(a) for a in arrays]
+        if any(lay is None for lay in layouts) or any(
+                (lay[0].get_config(), lay[1:], a.shape, a.dtype) != (layouts[0][0].get_config(), layouts[0][1:],  # type: ignore[index]
+                                                                      arrays[0].shape, arrays[0].dtype)
+                for lay, a in zip(layouts, arrays, strict=True)):
             return None
-        codec, shard, chunk = layout
+        codec, shard, chunk = layouts[0]  # type: ignore[misc]
         array, (ny, nx) = arrays[0], block.frame_shape
         whole = (len(shard) == 4 and shard[0] == chunk[0] == 1 and block.t0 % shard[1] == 0
                  and (len(block.present) == shard[1] or block.t0 + len(block.present) == array.shape[1])
@@ -755,10 +759,12 @@ class RawWriter(RawStacks):
     def _finish_group(self, i: int) -> str:
         plan, asm, group = self.plans[i], self.assemblers[i], self.groups[i]
         mean = asm.mean()
+        image: dict[str, Any] = {"chunks": (1, *mean.shape[2:]), "dimension_names": ("plane", "y", "x"), "overwrite": True,
+                                 "compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]}  # in the serial tail: fast
         for c, name in enumerate(self.names):
-            group.create_array(f"{name}_mean", data=mean[c], dimension_names=("plane", "y", "x"), overwrite=True,
+            group.create_array(f"{name}_mean", data=mean[c], **image,
                                attributes={"units": "counts", "description": f"mean of the present {name} frames"})
-            group.create_array(f"{name}_max", data=asm.max[c], dimension_names=("plane", "y", "x"), overwrite=True,
+            group.create_array(f"{name}_max", data=asm.max[c], **image,
                                attributes={"units": "counts", "description": f"max of the {name} frames"})
         group.attrs.update(source_files=self.source_records(i), warnings=self.warnings[i], frames_present=asm.count.tolist(),
                            description="registered imaging frames; raw frame t is the same instant as dff frame t "
@@ -1010,6 +1016,7 @@ class RawStep:
             pipe = Pipe(run, limit=_in_flight(run))
             stacks = RawWriter(plan_raw(self.groups), self.spec, self.layout, store=store, url=url, pipe=pipe,
                                done=done)
+            stacks.by_reference = _shares_files(run)
             videos = VideoWriter(self.groups, store=store, pipe=pipe) if self.spec.video and "video" not in done else None
             tar_records: list[SourceRecord] = []
             try:
@@ -1040,6 +1047,25 @@ def _block_runner(run: Any) -> Iterator[Any]:
     threads = max(2, os.cpu_count() or 2)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         yield Runner(pool=pool, max_pending=threads + 1)
+
+
+def _shares_files(run: Any) -> bool:
+    """Whether block tasks see this machine's files: local threads, or dask workers on this host
+    (a LocalCluster, or a scheduler whose workers all run here). Otherwise the driver copies
+    the frames into the blocks it sends."""
+    client = getattr(run, "client", None)
+    if client is None:
+        return True
+    import socket
+    from urllib.parse import urlsplit
+
+    here = {"127.0.0.1", "localhost", "::1", socket.gethostname()}
+    try:
+        here.add(socket.gethostbyname(socket.gethostname()))
+    except OSError:
+        pass
+    workers = client.scheduler_info().get("workers", {})
+    return bool(workers) and all(addr.startswith("inproc://") or urlsplit(addr).hostname in here for addr in workers)
 
 
 def _in_flight(run: Any) -> int:
