@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numcodecs
 import numpy as np
 import pytest
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec
 
-from sscxr_conversion.shards import PartSink, array_chunks, put_many, region_chunks, shard_writer
+from sscxr_conversion.shards import BloscInto, PartSink, array_chunks, put_many, region_chunks, shard_writer
 
 
 def _array(store, shape, shards, chunks, compressors=None, dtype="uint16", fill_value=0):
@@ -216,3 +217,21 @@ def test_part_sink_writes_objects_part_by_part(tmp_path, where, request):
     got = sync(store.get("g/c/2/0", default_buffer_prototype()))
     assert (got is None) if where != "local" else (got.to_bytes() == b"partial")  # local: unfinished, unmarked
     assert not aborted.fds and not aborted.parts
+
+
+@pytest.mark.parametrize("shuffle", [numcodecs.Blosc.SHUFFLE, numcodecs.Blosc.BITSHUFFLE, numcodecs.Blosc.NOSHUFFLE,
+                                     numcodecs.Blosc.AUTOSHUFFLE])
+@pytest.mark.parametrize("cname", ["lz4", "zstd"])
+def test_blosc_into_gives_numcodecs_bytes(cname, shuffle):
+    """Compressing into the reused buffer gives exactly what numcodecs.Blosc.encode gives."""
+    codec = numcodecs.Blosc(cname=cname, clevel=1, shuffle=shuffle)
+    compress = BloscInto(codec)
+    assert compress.fn is not None  # the c-blosc symbol is found with this numcodecs
+    rng = np.random.default_rng(0)
+    for dtype in ("<u2", "u1", "<f8"):
+        chunk = (rng.poisson(300, (16, 32, 32))).astype(dtype)
+        got = bytes(compress(chunk))
+        assert got == bytes(codec.encode(chunk))
+        np.testing.assert_array_equal(np.frombuffer(codec.decode(got), dtype).reshape(chunk.shape), chunk)
+    view = compress(np.zeros(1000, "<u2"))
+    assert bytes(view) == bytes(codec.encode(np.zeros(1000, "<u2")))  # a smaller chunk after bigger ones

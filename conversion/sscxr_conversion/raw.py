@@ -24,6 +24,7 @@ import itertools
 import mmap
 import os
 import re
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -45,7 +46,7 @@ from .provenance import HashingReader, SourceRecord
 from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, _map, data_crc32c, open_stack, pixel_crc32c,
                            plan_raw)
 from .readers.video import VideoFile, VideoInfo, probe_video, trial_of, video_index
-from .shards import PartSink, index_parts, put_many, region_chunks, shard_index, sharded_layout
+from .shards import BloscInto, PartSink, index_parts, put_many, region_chunks, shard_index, sharded_layout
 from .source import is_tar, iter_members
 from .spec import ConversionSpec
 from .tasks import Runner, options_for
@@ -249,7 +250,8 @@ class Block:
         crc = np.zeros((self.n_channels, n), np.uint32)
         total = np.zeros((self.n_channels, ty, tx, cy, cx), np.uint32)
         top = np.zeros((self.n_channels, ty, tx, cy, cx), np.uint16)
-        slab = np.empty((ty, tx, frames, cy, cx), "<u2")
+        slab = _scratch((ty, tx, frames, cy, cx), np.dtype("<u2"))  # this thread's: no page faults per block
+        part_sum, part_max = _scratch((ty, tx, cy, cx), np.dtype(np.uint32)), _scratch((ty, tx, cy, cx), np.dtype(np.uint16))
         with self.frames() as frame:
             for c in range(self.n_channels):
                 for k0 in range(0, n, frames):
@@ -263,8 +265,8 @@ class Block:
                         slab[:, :, j] = pixels.reshape(ty, cy, tx, cx).transpose(0, 2, 1, 3)
                         del pixels
                     slab[:, :, k1 - k0:] = 0
-                    total[c] += slab.sum(axis=2, dtype=np.uint32)
-                    np.maximum(top[c], slab.max(axis=2), out=top[c])
+                    total[c] += np.add.reduce(slab, axis=2, dtype=np.uint32, out=part_sum)
+                    np.maximum(top[c], np.maximum.reduce(slab, axis=2, out=part_max), out=top[c])
                     if on_slab is not None:
                         on_slab(c, k0 // frames, slab)
         untile = (0, 1, 3, 2, 4)  # (channel, y tile, x tile, y, x) -> (channel, y, x)
@@ -283,6 +285,18 @@ class Block:
                 for i in np.flatnonzero(self.present):
                     out[c, i] = frame(c, int(i))
         return out
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A buffer of this thread, reused from block to block (contents undefined)."""
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    key = (shape, dtype.str)
+    if key not in buffers:
+        buffers[key] = np.empty(shape, dtype)
+    return buffers[key]
 
 
 def _open_ref(ref: FileRef) -> Any:
@@ -515,7 +529,7 @@ class _ShardParts:
 
     def __init__(self, codec: Any, shard: tuple[int, ...], chunk: tuple[int, ...], block: Block,
                  arrays: list[zarr.Array], sink: PartSink):
-        self.codec, self.sink = codec, sink
+        self.compress, self.sink = BloscInto(codec), sink
         self.frames, self.tile = chunk[1], (chunk[2], chunk[3])
         self.per_shard = (shard[2] // chunk[2], shard[3] // chunk[3])  # inner chunk tiles per shard, y and x
         grid = list(itertools.product(range(block.frame_shape[0] // shard[2]), range(block.frame_shape[1] // shard[3])))
@@ -548,7 +562,7 @@ class _ShardParts:
         py, px = self.per_shard
         for yy in range(slab.shape[0]):
             for xx in range(slab.shape[1]):
-                blob = bytes(self.codec.encode(slab[yy, xx]))
+                blob = self.compress(slab[yy, xx])
                 pos, inner = (yy // py, xx // px), (0, k, yy % py, xx % px)
                 self.index[c][pos][inner] = (self.offset[c][pos], len(blob))
                 self.sink.add(self.keys[c][pos], blob)

@@ -21,6 +21,8 @@ the GIL, so two tasks encode on two cores.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import itertools
 import os
 from collections.abc import Callable, Mapping
@@ -209,9 +211,9 @@ def shard_parts(data: np.ndarray, shard_shape: tuple[int, ...], chunk_shape: tup
 
 
 def _write_all(fd: int, blob: Any) -> None:
-    """Write ``blob`` (bytes, Buffer, or list of bytes parts, gathered by ``writev``) to ``fd``."""
+    """Write ``blob`` (bytes, a view, a Buffer, or a list of bytes parts, gathered by ``writev``) to ``fd``."""
     if not isinstance(blob, list):
-        data = memoryview(blob if isinstance(blob, bytes) else blob.as_numpy_array())
+        data = memoryview(blob if isinstance(blob, bytes | memoryview) else blob.as_numpy_array())
         while data:
             data = data[os.write(fd, data):]
         return
@@ -241,9 +243,10 @@ class PartSink:
         self.fds: dict[str, int] = {}
         self.parts: dict[str, list[bytes]] = {}
 
-    def add(self, key: str, part: bytes) -> None:
+    def add(self, key: str, part: bytes | memoryview) -> None:
+        """Append ``part`` to object ``key`` (a view is copied or written before this returns)."""
         if self.root is None:
-            self.parts.setdefault(key, []).append(part)
+            self.parts.setdefault(key, []).append(bytes(part))
             return
         fd = self.fds.get(key)
         if fd is None:
@@ -271,6 +274,51 @@ class PartSink:
             os.close(fd)
         self.fds.clear()
         self.parts.clear()
+
+
+class BloscInto:
+    """``codec``'s Blosc compression into a reused buffer: ``compress(chunk)`` returns a view of
+    the compressed bytes, valid until the next call (copy it to keep it).
+
+    It calls ``blosc_compress_ctx`` of the c-blosc that numcodecs ships, the very function
+    ``numcodecs.Blosc.encode`` calls off the main thread, so the bytes are the same; but no new
+    ~0.5 MB bytes object per inner chunk. Dask workers trim freed memory at once
+    (``MALLOC_TRIM_THRESHOLD_=65536``), so each of those was a fresh mmap, page-faulted in: 16x
+    the page faults of a block task on local threads. Falls back to ``codec.encode`` when that
+    symbol cannot be found (a numcodecs that no longer ships c-blosc 1).
+    """
+
+    def __init__(self, codec: Any):
+        self.codec = codec
+        self.fn = _blosc_compress_ctx()
+        self.out = np.empty(0, np.uint8)
+
+    def __call__(self, chunk: np.ndarray) -> bytes | memoryview:
+        if self.fn is None or not chunk.flags.c_contiguous:
+            return bytes(self.codec.encode(chunk))
+        size = chunk.nbytes + numcodecs.blosc.MAX_OVERHEAD
+        if self.out.nbytes < size:
+            self.out = np.empty(size, np.uint8)
+        shuffle = self.codec.shuffle
+        if shuffle == numcodecs.blosc.AUTOSHUFFLE:  # as numcodecs resolves it
+            shuffle = numcodecs.blosc.BITSHUFFLE if chunk.itemsize == 1 else numcodecs.blosc.SHUFFLE
+        n = self.fn(self.codec.clevel, shuffle, chunk.itemsize, chunk.nbytes, chunk.ctypes.data, self.out.ctypes.data,
+                    size, self.codec.cname.encode(), self.codec.blocksize, 1)
+        if n <= 0:
+            raise RuntimeError(f"blosc_compress_ctx failed ({n}) on a chunk of {chunk.nbytes} bytes")
+        return memoryview(self.out)[:n]
+
+
+@functools.cache
+def _blosc_compress_ctx() -> Any:
+    try:
+        fn = ctypes.CDLL(numcodecs.blosc.__file__).blosc_compress_ctx  # ctypes releases the GIL while it runs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p,
+                   ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def _little(codec: BytesCodec) -> bool:
