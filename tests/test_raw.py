@@ -273,9 +273,18 @@ def test_raw_checksums_and_sources_are_recorded(session: Session, converted: tup
     assert ds["green_crc32c"].values[1, 4] == pixel_crc32c(truth[1, 4])
     names = [r["name"] for r in ds.attrs["source_files"]]
     assert len(names) == 4 and all(n.startswith("imaging_data/fov_02") for n in names)
-    for record in ds.attrs["source_files"]:  # hashed on a thread of their own while frames are placed
-        data = (session.root / record["name"]).read_bytes()
-        assert record["size"] == len(data) and record["crc32c"] == f"{data_crc32c(data):08x}"
+    assert_source_records(converted[0], session)
+
+
+def assert_source_records(url: str, session: Session) -> None:
+    """Each TIFF's provenance record is its size and the crc32c of all its bytes (hashed on a
+    thread of their own while frames are placed)."""
+    for path in session.green:
+        ds = xr.open_dataset(url, group=path, engine="zarr", chunks=None)
+        assert ds.attrs["source_files"]
+        for record in ds.attrs["source_files"]:
+            data = (session.root / record["name"]).read_bytes()
+            assert record["size"] == len(data) and record["crc32c"] == f"{data_crc32c(data):08x}", record
 
 
 def test_video_bytes_are_the_mp4_files_exactly(session: Session, converted: tuple) -> None:
@@ -325,6 +334,7 @@ def test_green_only_without_red(session: Session, tmp_path: Path) -> None:
     ds = xr.open_dataset(str(tmp_path / "g.zarr"), group="raw/subvolume_01", engine="zarr", chunks=None)
     assert "red" not in ds and "green" in ds and "video" not in written
     np.testing.assert_array_equal(ds["green"].values, session.green["raw/subvolume_01"])
+    assert_source_records(str(tmp_path / "g.zarr"), session)
 
 
 def test_blocks_are_read_by_reference_and_encoded_shard_by_shard(session: Session, tmp_path: Path,
@@ -345,6 +355,7 @@ def test_blocks_are_read_by_reference_and_encoded_shard_by_shard(session: Sessio
         ds = xr.open_dataset(url, group=path, engine="zarr", chunks=None)
         np.testing.assert_array_equal(ds["green"].values, session.green[path])
         np.testing.assert_array_equal(ds["red"].values, session.red[path])
+    assert_source_records(url, session)
 
 
 def test_a_layout_shards_py_does_not_encode_goes_through_zarr(session: Session, tmp_path: Path,

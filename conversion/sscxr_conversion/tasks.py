@@ -63,6 +63,25 @@ class Runner:
             yield future.result()
 
 
+WORKER_MODULES = ("sscxr_conversion.write", "sscxr_conversion.raw")
+
+
+def warm_worker() -> None:
+    """Import what the write tasks need (zarr, xarray, numcodecs, the conversion modules): ~0.5 s
+    a fresh worker process would otherwise spend inside its first task."""
+    import importlib
+
+    for name in WORKER_MODULES:
+        importlib.import_module(name)
+
+
+async def _warm_worker_soon() -> None:
+    """:func:`warm_worker` on a thread of the worker (``client.run(wait=False)`` takes coroutines)."""
+    import asyncio
+
+    await asyncio.get_running_loop().run_in_executor(None, warm_worker)
+
+
 @contextmanager
 def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int | None = None,
            scheduler: str | None = None, threads: int = 1) -> Iterator[Runner]:
@@ -91,6 +110,7 @@ def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int 
             from ._plugin import StorageOptionsPlugin
 
             client.register_plugin(StorageOptionsPlugin(url, storage_options))
+        client.run(_warm_worker_soon, wait=False)  # workers import while the driver reads its first input
         yield Runner(client=client, max_pending=2 * max(1, sum(client.nthreads().values())))
     finally:
         client.close()
