@@ -458,11 +458,11 @@ def test_resume_after_an_interrupted_raw_conversion(session: Session, tmp_path: 
     calls: list[tuple] = []
     original = raw.write_block
 
-    def failing(url_: str, path: str, names: tuple, block: raw.Block) -> tuple:
+    def failing(url_: str, path: str, names: tuple, block: raw.Block, *rest: object) -> tuple:
         if len(calls) == 4:
             raise OSError("connection lost")
         calls.append((path, block.plane, block.index))
-        return original(url_, path, names, block)
+        return original(url_, path, names, block, *rest)
 
     monkeypatch.setattr(raw, "write_block", failing)
     spec = ConversionSpec(archive="ssc-1", raw=True, red=True, video=False)

@@ -180,7 +180,7 @@ def test_block_arrays_of_an_older_layout_are_written_through_zarr(tmp_path):
     store = zarr.storage.LocalStore(tmp_path / "o.zarr")
     zarr.create_array(store, name="g/frame_present", shape=(2, 256), chunks=(1, 128), dtype="bool", zarr_format=3)
     blobs: dict = {}
-    _put_region(store, "g/frame_present", (1, 128), np.ones((1, 128), bool), blobs)
+    _put_region(zarr.open_array(store, path="g/frame_present", mode="r+"), (1, 128), np.ones((1, 128), bool), blobs)
     assert blobs == {}
     back = zarr.open_array(store, path="g/frame_present", mode="r")[...]
     assert back[1, 128:].all() and not back[:, :128].any() and not back[0].any()

@@ -20,11 +20,13 @@ See ``docs/raw.md`` for the layout, the measurements behind it and the streaming
 
 from __future__ import annotations
 
+import functools
 import itertools
 import mmap
 import os
 import re
 import threading
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -490,14 +492,15 @@ def create_template(store: Any, plan: RawPlan, shape: tuple[int, int], names: tu
     return group
 
 
-def write_block(url: str, path: str, names: tuple[str, ...], block: Block) -> BlockSummary:
+def write_block(url: str, path: str, names: tuple[str, ...], block: Block, token: str | None = None) -> BlockSummary:
     """Task: write one block (whole shards of one plane), its crc32c and presence, then mark it.
 
     The frames are read once (:meth:`Block.scan`): each slab of inner-chunk-deep frames is
-    compressed chunk by chunk into the shards' parts while it is in cache.
+    compressed chunk by chunk into the shards' parts while it is in cache. ``token`` names the
+    conversion: its tasks in one process open the store and arrays once (:func:`_target`).
     """
-    store = write.open_store(url, options_for(url), mode="w")
-    stacks = [zarr.open_array(store, path=f"{path}/{name}", mode="r+", zarr_format=3) for name in names]
+    store, arrays = _target(url, path, names, token) if token else _target.__wrapped__(url, path, names, token)
+    stacks = [arrays[name] for name in names]
     shards = _ShardParts.of(stacks, block, PartSink(store))
     if shards is not None:
         try:
@@ -513,13 +516,22 @@ def write_block(url: str, path: str, names: tuple[str, ...], block: Block) -> Bl
             stack.with_config({"write_empty_chunks": True})[block.plane, block.t0: block.t0 + pixels.shape[1]] = pixels[c]
     small: dict[str, Any] = {}  # the block's one chunk of each per-frame array, put at once
     for c, name in enumerate(names):
-        _put_region(store, f"{path}/{name}_crc32c", (block.plane, block.t0), summary.crc[c][None], small)
-    _put_region(store, f"{path}/frame_present", (block.plane, block.t0), block.present[None], small)
+        _put_region(arrays[f"{name}_crc32c"], (block.plane, block.t0), summary.crc[c][None], small)
+    _put_region(arrays["frame_present"], (block.plane, block.t0), block.present[None], small)
     put_many(store, small)
     marker: dict[str, Any] = {}
-    _put_region(store, f"{path}/block_written", (block.plane, block.index), np.ones((1, 1), bool), marker)
+    _put_region(arrays["block_written"], (block.plane, block.index), np.ones((1, 1), bool), marker)
     put_many(store, marker)  # last: the block counts as written only once all of it is stored
     return summary
+
+
+@functools.lru_cache(maxsize=8)
+def _target(url: str, path: str, names: tuple[str, ...], token: str | None) -> tuple[Any, dict[str, zarr.Array]]:
+    """The store and the arrays a block task writes, opened once per process and conversion
+    (``token``): opening them (reading each ``zarr.json``) was ~5 ms of every task."""
+    store = write.open_store(url, options_for(url), mode="w")
+    keys = [*names, *(f"{name}_crc32c" for name in names), "frame_present", "block_written"]
+    return store, {key: zarr.open_array(store, path=f"{path}/{key}", mode="r+", zarr_format=3) for key in keys}
 
 
 class _ShardParts:
@@ -580,11 +592,10 @@ def _key(array: zarr.Array, chunk: tuple[int, ...]) -> str:
     return f"{array.store_path.path}/{key}" if array.store_path.path else key
 
 
-def _put_region(store: Any, key: str, start: tuple[int, ...], values: np.ndarray, blobs: dict[str, Any]) -> None:
-    """Add the chunk objects of ``values`` at ``start`` of array ``key`` to ``blobs``, or write
-    them through zarr when its layout is not one :func:`~.shards.region_chunks` encodes (a store
-    from an older version being resumed)."""
-    array = zarr.open_array(store, path=key, mode="r+", zarr_format=3)
+def _put_region(array: zarr.Array, start: tuple[int, ...], values: np.ndarray, blobs: dict[str, Any]) -> None:
+    """Add the chunk objects of ``values`` at ``start`` of ``array`` to ``blobs``, or write them
+    through zarr when its layout is not one :func:`~.shards.region_chunks` encodes (a store from
+    an older version being resumed)."""
     chunks = region_chunks(array, start, values)
     if chunks is None:
         array[tuple(slice(s, s + n) for s, n in zip(start, values.shape, strict=True))] = values
@@ -728,6 +739,7 @@ class RawWriter(RawStacks):
                  pipe: Pipe, done: set[str]):
         super().__init__([p for p in plans if p.path not in done], spec, layout)
         self.store, self.url, self.pipe = store, url, pipe
+        self.token = uuid.uuid4().hex  # this conversion's tasks share their opened arrays (write_block)
         self.groups: dict[int, zarr.Group] = {}
         self.done_blocks: dict[int, np.ndarray] = {}
 
@@ -748,7 +760,7 @@ class RawWriter(RawStacks):
             asm.accumulate(summary)
             self.pool.give(block)
         else:
-            self.pipe.submit(write_block, self.url, self.plans[i].path, self.names, block,
+            self.pipe.submit(write_block, self.url, self.plans[i].path, self.names, block, self.token,
                              then=partial(self._written, asm, block))
 
     def _written(self, asm: _Assembler, block: Block, summary: BlockSummary) -> None:
