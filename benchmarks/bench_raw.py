@@ -162,8 +162,13 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
     fresh = (str(WORK / "raw_runs" / f"run{k}.zarr") for k in itertools.count())
     for workers in (None, 1, 2):
         for red in (False, True):
-            # each run to a new destination: ext4 (no journal here) makes file creation slow right
-            # after a store was deleted (docs/benchmarks-conversion.md); old runs go at the end
+            # each run to a new destination; a configuration's stores are deleted once measured (else
+            # ~15 GB of new page cache makes the later runs pay for memory reclaim) and then 65 s pass:
+            # ext4 (no journal here) makes file creation slow for a minute after files were deleted
+            # (docs/benchmarks-conversion.md)
+            if rows["runs"]:
+                shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
+                time.sleep(65)
             runs, work = [], []
             for _ in range(3 if workers is None else 2):
                 timing: dict[str, float] = {}
@@ -176,6 +181,8 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
                   f"{base / min(runs):.0%} of tifffile; without cluster start/stop {min(work):.2f} s "
                   f"({base / min(work):.0%}); store {stored / 1e9:.2f} GB in {objects} objects", flush=True)
     tarball = make_tarball()
+    shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
+    time.sleep(65)
     seconds = convert_fov(url := next(fresh), red=False, workers=None, src=tarball)
     stored, objects = du(Path(url))
     rows["runs"].append({"workers": None, "red": False, "seconds": seconds, "all": [seconds], "work": seconds,
