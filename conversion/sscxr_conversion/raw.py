@@ -285,7 +285,9 @@ class Block:
         with self.frames() as frame:
             for c in range(self.n_channels):
                 for i in np.flatnonzero(self.present):
-                    out[c, i] = frame(c, int(i))
+                    pixels = frame(c, int(i))
+                    assert pixels is not None  # present
+                    out[c, i] = pixels
         return out
 
 

@@ -306,7 +306,7 @@ class BloscInto:
                     size, self.codec.cname.encode(), self.codec.blocksize, 1)
         if n <= 0:
             raise RuntimeError(f"blosc_compress_ctx failed ({n}) on a chunk of {chunk.nbytes} bytes")
-        return memoryview(self.out)[:n]
+        return memoryview(self.out.data)[:n]
 
 
 @functools.cache

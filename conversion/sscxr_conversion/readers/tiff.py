@@ -44,7 +44,7 @@ def pixel_crc32c(pixels: np.ndarray) -> int:
     >>> pixel_crc32c(np.zeros((2, 2), np.uint16))
     2351477386
     """
-    return int(crc32c.crc32c(np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))))
+    return int(crc32c.crc32c(np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")).data))
 
 
 @dataclass
