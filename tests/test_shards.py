@@ -108,17 +108,22 @@ def test_whole_array_encoder_declines_other_layouts(tmp_path):
         array_chunks(arr, np.zeros((4, 5)))
 
 
-@pytest.mark.parametrize("where", ["local", "memory", "s3"])
-def test_put_many_local_memory_and_s3(tmp_path, where, request):
-    """The plain-file fast path for local stores and the concurrent path give the same objects."""
+def _writable_store(where, tmp_path, request, name):
+    """A store at a local path, in memory, or on the moto S3 server."""
     from sscxr.io import make_store
 
     if where == "s3":
         server, bucket = request.getfixturevalue("moto_server"), request.getfixturevalue("moto_bucket")
-        url, options = server.url(bucket, "put.zarr"), server.storage_options()
+        url, options = server.url(bucket, f"{name}.zarr"), server.storage_options()
     else:
-        url, options = (str(tmp_path / "put.zarr") if where == "local" else "memory://put-many/x.zarr"), None
-    store = make_store(url, options, read_only=False)
+        url, options = (str(tmp_path / f"{name}.zarr") if where == "local" else f"memory://{name}/x.zarr"), None
+    return make_store(url, options, read_only=False)
+
+
+@pytest.mark.parametrize("where", ["local", "memory", "s3"])
+def test_put_many_local_memory_and_s3(tmp_path, where, request):
+    """The plain-file fast path for local stores and the concurrent path give the same objects."""
+    store = _writable_store(where, tmp_path, request, "put")
     parts = [b"head", b"", bytes(range(200)), b"tail" * 1000]  # a shard's parts: writev'd or joined
     blobs = {"a/zarr.json": b"{}", "a/c/0/1": b"\x00\x01", "b/deep/er/key": bytes(range(256)), "s/c/0": parts}
     put_many(store, blobs)
@@ -193,14 +198,7 @@ def test_part_sink_writes_objects_part_by_part(tmp_path, where, request):
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    from sscxr.io import make_store
-
-    if where == "s3":
-        server, bucket = request.getfixturevalue("moto_server"), request.getfixturevalue("moto_bucket")
-        url, options = server.url(bucket, "sink.zarr"), server.storage_options()
-    else:
-        url, options = (str(tmp_path / "sink.zarr") if where == "local" else "memory://part-sink/x.zarr"), None
-    store = make_store(url, options, read_only=False)
+    store = _writable_store(where, tmp_path, request, "sink")
     sink = PartSink(store)
     for i in range(3):
         sink.add("g/c/0/0", bytes([i]) * 1000)
