@@ -19,6 +19,9 @@ from .provenance import HashingReader, SourceRecord, record_bytes, record_file
 from .readers._matstream import INFLATE_ERRORS
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+#: bytes per read of a tarball stream: tarfile's default (10 kB) made 215,000 reads, each through
+#: the gzip reader, for a 2.2 GB raw FOV (decompression at 420 MB/s instead of ISA-L's 1+ GB/s)
+STREAM_BUFSIZE = 4 << 20
 
 
 @dataclass
@@ -74,14 +77,16 @@ def iter_members(src: str | os.PathLike, want: Callable[[str], bool],
 
 
 def _gunzip(fileobj: Any) -> Any:
-    """A gzip stream over ``fileobj``, inflated by ISA-L (``isal``, ~2x zlib) when installed."""
+    """A gzip stream over ``fileobj``, inflated by ISA-L (``isal``, ~3x zlib here) on a thread of
+    its own (``isal.igzip_threaded``), which also reads (and so hashes) ``fileobj``: inflating a
+    2.2 GB FOV is 4 s of one core, now beside the tar parsing instead of before it."""
     try:
-        from isal.igzip import IGzipFile
+        from isal import igzip_threaded
     except ImportError:  # pragma: no cover - isal is a dependency
         import gzip
 
         return gzip.GzipFile(fileobj=fileobj, mode="rb")
-    return IGzipFile(fileobj=fileobj, mode="rb")
+    return igzip_threaded.open(fileobj, "rb", threads=1, block_size=STREAM_BUFSIZE)
 
 
 def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRecord] | None) -> Iterator[Member]:
@@ -90,7 +95,8 @@ def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRe
         hashing = HashingReader(raw)
         stream = _gunzip(hashing) if gzipped else hashing
         try:
-            with tarfile.open(fileobj=stream, mode="r|" if gzipped else "r|*") as tar:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=stream, mode="r|" if gzipped else "r|*",  # type: ignore[call-overload]
+                              bufsize=STREAM_BUFSIZE) as tar:
                 for info in tar:
                     if info.isfile() and want(info.name):
                         fobj = tar.extractfile(info)
