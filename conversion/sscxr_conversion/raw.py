@@ -311,7 +311,7 @@ def _open_ref(ref: FileRef) -> Any:
             if size != ref.size:
                 raise InconsistentSourceError(ref.path, f"changed during the conversion: it has {size} bytes, "
                                               f"{ref.size} when its pages were indexed", hint="convert again")
-            return mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # read-only, any OS
     except OSError as exc:
         raise SourceFormatError(ref.path, f"cannot be read by the task writing its frames ({exc})",
                                 hint="block tasks read the TIFFs by path: workers must see the same files "
