@@ -606,3 +606,20 @@ def test_blocks_refer_to_files_only_where_the_workers_can_read_them() -> None:
     assert raw._shares_files(Run(Client("tcp://127.0.0.1:4001", "inproc://10.0.0.1/1/2")))
     assert not raw._shares_files(Run(Client("tcp://127.0.0.1:4001", "tcp://node-17.cluster.example:4002")))
     assert not raw._shares_files(Run(Client()))
+
+
+def test_a_referenced_tiff_that_changed_or_vanished_is_a_clear_error(tmp_path: Path) -> None:
+    """A task reading frames by reference checks the file is the one the driver indexed."""
+    path = tmp_path / "x_main_001.tif"
+    path.write_bytes(b"\0" * 1024)
+
+    def block(size: int) -> raw.Block:
+        return raw.Block(0, 0, 0, np.ones(1, bool), (16, 16), [raw.FileRef(str(path), size, "<u2")],
+                         np.zeros(1, np.int64), np.zeros((1, 1), np.int64))
+
+    np.testing.assert_array_equal(block(1024).pixels(), np.zeros((1, 1, 16, 16), np.uint16))
+    with pytest.raises(InconsistentSourceError, match="x_main_001.tif.*changed during the conversion"):
+        block(2048).summarize()
+    path.unlink()
+    with pytest.raises(SourceFormatError, match="x_main_001.tif.*cannot be read by the task"):
+        block(1024).summarize()
