@@ -48,7 +48,8 @@ from .provenance import HashingReader, SourceRecord
 from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, _map, data_crc32c, open_stack, pixel_crc32c,
                            plan_raw)
 from .readers.video import VideoFile, VideoInfo, probe_video, trial_of, video_index
-from .shards import BloscInto, PartSink, index_parts, put_many, region_chunks, shard_index, sharded_layout
+from .shards import (BloscInto, PartSink, chunk_key, index_parts, put_many, region_chunks, shard_index,
+                     sharded_layout)
 from .source import is_tar, iter_members
 from .spec import ConversionSpec
 from .tasks import Runner, options_for
@@ -548,7 +549,7 @@ class _ShardParts:
         self.per_shard = (shard[2] // chunk[2], shard[3] // chunk[3])  # inner chunk tiles per shard, y and x
         grid = list(itertools.product(range(block.frame_shape[0] // shard[2]), range(block.frame_shape[1] // shard[3])))
         t = block.t0 // shard[1]
-        self.keys = [{pos: _key(array, (block.plane, t, *pos)) for pos in grid} for array in arrays]
+        self.keys = [{pos: chunk_key(array, (block.plane, t, *pos)) for pos in grid} for array in arrays]
         self.index = [{pos: shard_index(shard, chunk) for pos in grid} for _ in arrays]
         self.offset = [dict.fromkeys(grid, 0) for _ in arrays]
 
@@ -556,13 +557,11 @@ class _ShardParts:
     def of(cls, arrays: list[zarr.Array], block: Block, sink: PartSink) -> _ShardParts | None:
         """For ``arrays`` (one per channel) when their layout is one ``shards.py`` encodes and one
         block is whole shards of one plane with inner chunks tiling its frames, else None."""
-        layouts = [sharded_layout(a) for a in arrays]
-        if any(lay is None for lay in layouts) or any(
-                (lay[0].get_config(), lay[1:], a.shape, a.dtype) != (layouts[0][0].get_config(), layouts[0][1:],  # type: ignore[index]
-                                                                      arrays[0].shape, arrays[0].dtype)
-                for lay, a in zip(layouts, arrays, strict=True)):
+        layout = sharded_layout(arrays[0])  # numcodecs codecs compare by their configuration
+        if layout is None or any((sharded_layout(a), a.shape, a.dtype) != (layout, arrays[0].shape, arrays[0].dtype)
+                                 for a in arrays[1:]):
             return None
-        codec, shard, chunk = layouts[0]  # type: ignore[misc]
+        codec, shard, chunk = layout
         array, (ny, nx) = arrays[0], block.frame_shape
         whole = (len(shard) == 4 and shard[0] == chunk[0] == 1 and block.t0 % shard[1] == 0
                  and (len(block.present) == shard[1] or block.t0 + len(block.present) == array.shape[1])
@@ -586,12 +585,6 @@ class _ShardParts:
         """End every shard object with its index (inner chunks never added stay empty)."""
         self.sink.close({key: index_parts(self.index[c][pos]) for c, keys in enumerate(self.keys)
                          for pos, key in keys.items()})
-
-
-def _key(array: zarr.Array, chunk: tuple[int, ...]) -> str:
-    """Store key of ``array``'s chunk (or shard) at grid position ``chunk``."""
-    key = array.metadata.encode_chunk_key(chunk)
-    return f"{array.store_path.path}/{key}" if array.store_path.path else key
 
 
 def _put_region(array: zarr.Array, start: tuple[int, ...], values: np.ndarray, blobs: dict[str, Any]) -> None:

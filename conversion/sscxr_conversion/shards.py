@@ -59,9 +59,8 @@ def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], N
     if layout is None:
         return None
     codec, shard_shape, chunk_shape = layout
-    meta = array.metadata
     dtype = array.dtype.newbyteorder("<")
-    store, prefix = array.store_path.store, array.store_path.path
+    store = array.store_path.store
 
     def write(start: tuple[int, ...], data: np.ndarray) -> None:
         if any(s % n for s, n in zip(start, shard_shape, strict=True)):
@@ -72,9 +71,8 @@ def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], N
         blobs = {}
         for corner in itertools.product(*(range(0, n, s) for n, s in zip(data.shape, shard_shape, strict=True))):
             part = data[tuple(slice(c, c + s) for c, s in zip(corner, shard_shape, strict=True))]
-            key = meta.encode_chunk_key(tuple((s + c) // n for s, c, n in zip(start, corner, shard_shape, strict=True)))
-            blobs[f"{prefix}/{key}" if prefix else key] = shard_parts(part.astype(dtype, copy=False), shard_shape,
-                                                                      chunk_shape, codec, array.fill_value)
+            key = chunk_key(array, tuple((s + c) // n for s, c, n in zip(start, corner, shard_shape, strict=True)))
+            blobs[key] = shard_parts(part.astype(dtype, copy=False), shard_shape, chunk_shape, codec, array.fill_value)
         put_many(store, blobs)  # parts: one writev per local shard file, joined only for remote stores
 
     return write
@@ -141,14 +139,19 @@ def region_chunks(array: zarr.Array, start: tuple[int, ...], data: np.ndarray) -
             or any(e > n for e, n in zip(stop, array.shape, strict=True))):
         raise ValueError(f"data of shape {data.shape} at {start} does not cover whole chunks {chunk_shape} "
                          f"of an array of shape {array.shape}")
-    meta, prefix = array.metadata, array.store_path.path
     data = data.astype(array.dtype.newbyteorder("<"), copy=False)
     blobs = {}
     for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
         chunk = data[tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))]
-        key = meta.encode_chunk_key(tuple(s // c + p for s, c, p in zip(start, chunk_shape, pos, strict=True)))
-        blobs[f"{prefix}/{key}" if prefix else key] = bytes(codec.encode(_padded(chunk, chunk_shape, array.fill_value)))
+        key = chunk_key(array, tuple(s // c + p for s, c, p in zip(start, chunk_shape, pos, strict=True)))
+        blobs[key] = bytes(codec.encode(_padded(chunk, chunk_shape, array.fill_value)))
     return blobs
+
+
+def chunk_key(array: zarr.Array, position: tuple[int, ...]) -> str:
+    """Store key of ``array``'s chunk (or shard) at grid ``position``."""
+    key = array.metadata.encode_chunk_key(position)
+    return f"{array.store_path.path}/{key}" if array.store_path.path else key
 
 
 def _plain_layout(array: zarr.Array) -> tuple[Any, tuple[int, ...]] | None:
@@ -227,6 +230,17 @@ def _write_all(fd: int, blob: Any) -> None:
                 parts[0], done = parts[0][done:], 0
 
 
+def _create(root: str, key: str, made: set[str]) -> int:
+    """A new (truncated) file for object ``key`` of a local store at ``root``; its folder is made
+    unless it is in ``made`` (then added)."""
+    target = os.path.join(root, key)
+    parent = os.path.dirname(target)
+    if parent not in made:
+        os.makedirs(parent, exist_ok=True)
+        made.add(parent)
+    return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+
+
 class PartSink:
     """Objects written part by part: a local store's files as each part comes (so a part's memory
     is reused at once: holding a block's ~40 MB of compressed parts until the end made every
@@ -242,6 +256,7 @@ class PartSink:
         self.root = os.fspath(store.root) if isinstance(store, LocalStore) and not store.read_only else None
         self.fds: dict[str, int] = {}
         self.parts: dict[str, list[bytes]] = {}
+        self.made: set[str] = set()  # folders known to exist
 
     def add(self, key: str, part: bytes | memoryview) -> None:
         """Append ``part`` to object ``key`` (a view is copied or written before this returns)."""
@@ -250,9 +265,7 @@ class PartSink:
             return
         fd = self.fds.get(key)
         if fd is None:
-            target = os.path.join(self.root, key)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            fd = self.fds[key] = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+            fd = self.fds[key] = _create(self.root, key, self.made)
         _write_all(fd, part)
 
     def close(self, tails: Mapping[str, list[bytes]]) -> None:
@@ -338,14 +351,8 @@ def put_many(store: Any, blobs: Mapping[str, Any]) -> None:
     if isinstance(store, LocalStore) and not store.read_only:
         root = os.fspath(store.root)
         made: set[str] = set()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
         for key, blob in blobs.items():
-            target = os.path.join(root, key)
-            parent = os.path.dirname(target)
-            if parent not in made:
-                os.makedirs(parent, exist_ok=True)
-                made.add(parent)
-            fd = os.open(target, flags, 0o666)
+            fd = _create(root, key, made)
             try:
                 _write_all(fd, blob)
             finally:
