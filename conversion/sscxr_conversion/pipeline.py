@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import xarray as xr
 
@@ -27,6 +27,9 @@ from .readers.ssc1 import SESSION_FILE, read_session
 from .source import is_tar, iter_members
 from .spec import ConversionSpec
 from .tasks import options_for, runner
+
+if TYPE_CHECKING:
+    from .raw import RawStep
 
 _SERIAL = threading.Lock()
 SSC11_FOLDER = re.compile(r"session_neuropilone_(pre|post)ablate")
@@ -107,7 +110,7 @@ class ReadPlan:
     n_tasks: int
     warnings: list[str] = field(default_factory=list)
     finish: Callable[[list[Any]], Finished] | None = None
-    raw: Callable[..., list[str]] | None = None  # --raw: raw.RawStep, run after the tasks
+    raw: RawStep | None = None  # --raw: run after the tasks
     threads: int = 1  # local task threads (tasks that inflate MAT files overlap on two)
 
 
@@ -208,7 +211,7 @@ def read_ssc1(src: str | os.PathLike, spec: ConversionSpec,
     with ThreadPoolExecutor(2) as pool:  # hash while loading: sha256 and zlib release the GIL
         record = pool.submit(lambda: member.record)
         pool.submit(_warm_imports)
-        hooks = {} if early is None else {"on_item": _early_dff(early, member.name), "descend": STREAMED}
+        hooks: dict[str, Any] = {} if early is None else {"on_item": _early_dff(early, member.name), "descend": STREAMED}
         content = read_session(load_mat(member.source, name=member.name, variable="s", **hooks))
         records.insert(0, record.result())
     del member

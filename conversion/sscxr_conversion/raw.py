@@ -982,7 +982,7 @@ def _quiet() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 
 
-def stream_raw(src: str | Path, stacks: RawStacks, videos: VideoWriter | VideoVerifier | None,
+def stream_raw(src: str | os.PathLike, stacks: RawStacks, videos: VideoWriter | VideoVerifier | None,
                tar_records: list[SourceRecord]) -> None:
     """One pass over the raw members of ``src``: TIFFs to ``stacks``, mp4s to ``videos``.
 
@@ -1027,7 +1027,7 @@ class RawStep:
     ['raw/subvolume_01', 'raw/subvolume_02', 'video']
     """
 
-    src: str | Path
+    src: str | os.PathLike
     groups: Mapping[str, xr.Dataset]
     spec: ConversionSpec
     layout: RawLayout = LAYOUT
@@ -1108,7 +1108,7 @@ def _done_warnings(store: Any, done: set[str]) -> list[str]:
     return out
 
 
-def verify_raw(src: str | Path, store: Any, groups: Mapping[str, xr.Dataset], spec: ConversionSpec,
+def verify_raw(src: str | os.PathLike, store: Any, groups: Mapping[str, xr.Dataset], spec: ConversionSpec,
                attrs: dict) -> list[str]:
     """Re-read the raw members of ``src`` and compare them with the store (see ``RawVerifier``).
 

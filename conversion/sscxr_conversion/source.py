@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ def is_tar(src: str | os.PathLike) -> bool:
 
 def iter_members(src: str | os.PathLike, want: Callable[[str], bool],
                  records: list[SourceRecord] | None = None,
-                 order: Callable[[str], Any] | None = None) -> Iterator[Member]:
+                 order: Callable[[str], Any] | None = None) -> Generator[Member, None, None]:
     """Yield the members of ``src`` whose relative name satisfies ``want``, in order.
 
     A folder's files come in path order, or sorted by ``order`` of their names if given; a
@@ -116,13 +116,16 @@ class _Forward:
         return self.pos
 
 
+_TAR_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, OSError, ValueError, *INFLATE_ERRORS)
+
+
 def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRecord] | None) -> Iterator[Member]:
     gzipped = str(path).endswith((".gz", ".tgz"))
     with path.open("rb") as raw:
         hashing = HashingReader(raw)
-        stream = _gunzip(hashing) if gzipped else hashing
+        inflated = _gunzip(hashing) if gzipped else None
         try:
-            forward = _Forward(stream)
+            forward = _Forward(hashing if inflated is None else inflated)
             with tarfile.open(fileobj=forward, mode="r:") as tar:  # type: ignore[call-overload]
                 for info in tar:
                     if info.isfile() and want(info.name):
@@ -131,12 +134,12 @@ def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRe
                         if len(data) != info.size:
                             raise tarfile.ReadError(f"unexpected end of data in {info.name}")
                         yield Member(info.name, data=data)
-        except (tarfile.TarError, EOFError, OSError, ValueError, *INFLATE_ERRORS) as exc:
+        except _TAR_ERRORS as exc:
             raise SourceFormatError(str(path), f"is not a readable tar archive ({exc})",
                                     hint="the download is truncated or corrupt") from exc
         finally:
-            if stream is not hashing:
-                stream.close()
+            if inflated is not None:
+                inflated.close()
         hashing.drain()
     if records is not None:
         records.append(SourceRecord(path.name, hashing.size, hashing.sha.hexdigest()))

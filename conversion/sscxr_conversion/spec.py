@@ -38,4 +38,5 @@ class ConversionSpec:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown ConversionSpec fields {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)

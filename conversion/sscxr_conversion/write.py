@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -20,9 +20,10 @@ import zarr
 from xarray import coding
 from xarray.backends.common import ArrayWriter
 from xarray.backends.zarr import ZarrStore
+from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.group import ConsolidatedMetadata, GroupMetadata
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCname, BloscCodec
 from zarr.core.sync import sync
 
 from sscxr.errors import StoreExistsError
@@ -44,14 +45,14 @@ COMPACT_JSON = {"json_indent": None}
 LARGE = 1 << 20  # variables above this many bytes get explicit chunks
 
 
-def open_store(url: str, storage_options: Mapping[str, Any] | None, *, mode: str = "r+") -> zarr.abc.store.Store:
+def open_store(url: str, storage_options: Mapping[str, Any] | None, *, mode: str = "r+") -> Store:
     """A zarr store for any fsspec URL (local path, memory://, s3://, ...), secret-free when pickled."""
     from sscxr.io import make_store
 
     return make_store(url, storage_options, read_only=mode == "r")
 
 
-def store_state(store: zarr.abc.store.Store) -> str | None:
+def store_state(store: Store) -> str | None:
     """``None`` (no store), ``"incomplete"`` or ``"complete"``."""
     try:
         root = zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=False)
@@ -60,7 +61,7 @@ def store_state(store: zarr.abc.store.Store) -> str | None:
     return str(root.attrs.get("sscxr_status", STATUS_INCOMPLETE))
 
 
-def prepare(store: zarr.abc.store.Store, url: str, *, overwrite: bool, resume: bool,
+def prepare(store: Store, url: str, *, overwrite: bool, resume: bool,
             attrs: Mapping[str, Any], early: EarlyArrays | None = None) -> set[str]:
     """Create (or reopen for resume) the root group; return the group paths already written.
 
@@ -82,13 +83,13 @@ def prepare(store: zarr.abc.store.Store, url: str, *, overwrite: bool, resume: b
     return set()
 
 
-def _new_root(store: zarr.abc.store.Store, attrs: Mapping[str, Any]) -> None:
+def _new_root(store: Store, attrs: Mapping[str, Any]) -> None:
     """A fresh, empty store whose root holds ``attrs`` and says ``incomplete``."""
     zarr.open_group(store, mode="w", zarr_format=3,
                     attributes={**attrs, "sscxr_schema_version": SCHEMA_VERSION, "sscxr_status": STATUS_INCOMPLETE})
 
 
-def _refuse_existing(store: zarr.abc.store.Store, url: str, *, overwrite: bool, resume: bool) -> str | None:
+def _refuse_existing(store: Store, url: str, *, overwrite: bool, resume: bool) -> str | None:
     """The store's state; a :class:`StoreExistsError` if it exists and neither flag allows it."""
     state = store_state(store)
     if state is not None and not (overwrite or resume):
@@ -113,10 +114,10 @@ def _written_groups(root: zarr.Group) -> set[str]:
     return done
 
 
-def encoding_for(ds: xr.Dataset, spec: ConversionSpec) -> dict[str, dict[str, Any]]:
+def encoding_for(ds: xr.Dataset, spec: ConversionSpec) -> dict[Hashable, dict[str, Any]]:
     """Chunks and codecs per variable: (cell, time) matrices get the measured dF/F chunking."""
-    compressor = BloscCodec(cname=spec.cname, clevel=spec.clevel, shuffle="shuffle")
-    enc: dict[str, dict[str, Any]] = {}
+    compressor = BloscCodec(cname=BloscCname(spec.cname), clevel=spec.clevel, shuffle="shuffle")
+    enc: dict[Hashable, dict[str, Any]] = {}
     for name, var in ds.variables.items():
         if var.dtype == object:
             enc[name] = {}
@@ -147,7 +148,7 @@ def _portable_strings(ds: xr.Dataset) -> xr.Dataset:
     return out.assign(data) if data else out
 
 
-def write_group(store: zarr.abc.store.Store, path: str, ds: xr.Dataset, spec: ConversionSpec,
+def write_group(store: Store, path: str, ds: xr.Dataset, spec: ConversionSpec,
                 prewritten: Mapping[str, dict[str, Any]] | None = None) -> str:
     """Write one group whole (replacing any partial attempt), marked written by its last object.
 
@@ -197,7 +198,7 @@ class EarlyArrays:
     {'dff': {'shape': [...], ...}}
     """
 
-    def __init__(self, store: zarr.abc.store.Store, url: str, spec: ConversionSpec, *, overwrite: bool):
+    def __init__(self, store: Store, url: str, spec: ConversionSpec, *, overwrite: bool):
         self.store, self.url, self.spec = store, url, spec
         self.existed = _refuse_existing(store, url, overwrite=overwrite, resume=False) is not None
         self.created = False
@@ -453,7 +454,7 @@ class _PlanningStore(ZarrStore):
         return planned
 
 
-def finalise(store: zarr.abc.store.Store, attrs: Mapping[str, Any]) -> str:
+def finalise(store: Store, attrs: Mapping[str, Any]) -> str:
     """Mark the store complete, pin its content version and consolidate metadata; return the version.
 
     Every group gets its own consolidated metadata (as ``zarr.consolidate_metadata(store,
@@ -466,7 +467,7 @@ def finalise(store: zarr.abc.store.Store, attrs: Mapping[str, Any]) -> str:
         return _finalise(store, attrs)
 
 
-def _finalise(store: zarr.abc.store.Store, attrs: Mapping[str, Any]) -> str:
+def _finalise(store: Store, attrs: Mapping[str, Any]) -> str:
     from sscxr.io import version_of_metadata
 
     root = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)

@@ -24,16 +24,18 @@ import io
 import queue
 import sys
 import threading
+import types
 import zlib
 from collections.abc import Callable, Collection
 from typing import IO, Any
 
 import numpy as np
 
+_inflate_module: types.ModuleType
 try:  # ISA-L inflates the same zlib streams about twice as fast (and also releases the GIL)
     from isal import isal_zlib as _inflate_module
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
-    _inflate_module = zlib  # type: ignore[assignment]
+    _inflate_module = zlib
 
 INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate_module.error)  # damaged DEFLATE data
 
@@ -106,7 +108,7 @@ class InflatingStream:
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
-            parts = [self._buf[self._pos:]]
+            parts: list[bytes | memoryview] = [self._buf[self._pos:]]
             self._pos = len(self._buf)
             while self._next_block():
                 parts.append(self._buf)

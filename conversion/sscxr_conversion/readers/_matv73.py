@@ -91,6 +91,7 @@ def _decode_struct(group: Any) -> Any:
                 and "MATLAB_class" not in first.attrs)
     if not is_array:
         return H5Struct(group, fields)
+    assert first is not None  # is_array
     shape = first.shape[::-1]
     elems = np.empty(int(np.prod(shape)), dtype=object)
     for i in range(elems.size):

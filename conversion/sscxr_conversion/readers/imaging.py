@@ -252,8 +252,9 @@ def roi_columns() -> dict[str, list]:
     return {k: [] for k in ("rid", "index", "corners", "height", "um_per_px")}
 
 
-def mask_pixels(index: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """MATLAB 1-based column-major linear indices -> 0-based (y, x).
+def mask_pixels(index: np.ndarray, height: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB 1-based column-major linear indices -> 0-based (y, x); ``height`` is the image's (or
+    each index's) number of rows.
 
     >>> mask_pixels(np.array([1, 2, 513]), 512)
     (array([0, 1, 0]), array([0, 0, 1]))

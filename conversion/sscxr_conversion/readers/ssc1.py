@@ -179,7 +179,9 @@ def _whisker(s: MatNode, warnings: list[str]) -> tuple[xr.Dataset, np.ndarray]:
 def _split_whisker_rows(values: np.ndarray, labels: list[str]) -> tuple[dict, dict, dict]:
     if not labels:
         labels = ["Angle", "Curvature"][: len(values)] + [f"row{i + 1}" for i in range(2, len(values))]
-    angle, curv, extra = {}, {}, {}
+    angle: dict[str, np.ndarray] = {}
+    curv: dict[str, np.ndarray] = {}
+    extra: dict[str, np.ndarray] = {}
     for i, label in enumerate(labels):
         low = label.lower()
         name = re.sub(r"(?i)\b(angle|curvature\w*|kappa\w*|theta)\b", "", label).strip(" _-:") or "w0"
