@@ -240,16 +240,6 @@ def _subvolume_tasks(groups: Mapping[str, xr.Dataset]) -> list[list[tuple[str, x
     return [[(k, groups[k]), (f"{k}/rois", groups[f"{k}/rois"])] for k in names]
 
 
-def write_content(dest: str, attrs: dict, groups: dict[str, xr.Dataset],
-                  task_groups: list[list[tuple[str, xr.Dataset]]], spec: ConversionSpec, *,
-                  storage_options: Mapping[str, Any] | None, workers: int | None, scheduler: str | None,
-                  overwrite: bool, resume: bool, progress: bool, warnings: list[str]) -> ConversionResult:
-    """:func:`write_plan` for groups already read: driver groups, then one task per group list."""
-    plan = ReadPlan(attrs, groups, [ReadyGroups(t) for t in task_groups], len(task_groups), list(warnings))
-    return write_plan(dest, plan, spec, storage_options=storage_options, workers=workers, scheduler=scheduler,
-                      overwrite=overwrite, resume=resume, progress=progress)
-
-
 def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_options: Mapping[str, Any] | None,
                workers: int | None, scheduler: str | None, overwrite: bool, resume: bool,
                progress: bool, early: write.EarlyArrays | None = None) -> ConversionResult:

@@ -45,8 +45,8 @@ from sscxr.errors import InconsistentSourceError, SourceFormatError, StoreExists
 
 from . import write
 from .provenance import HashingReader, SourceRecord
-from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, _map, data_crc32c, open_stack, pixel_crc32c,
-                           plan_raw)
+from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, data_crc32c, map_file, open_stack,
+                           pixel_crc32c, plan_raw)
 from .readers.video import VideoFile, VideoInfo, probe_video, trial_of, video_index
 from .shards import (BloscInto, PartSink, chunk_key, index_parts, put_many, region_chunks, shard_index,
                      sharded_layout)
@@ -105,7 +105,7 @@ def _file_record(name: str, source: bytes | Path) -> dict[str, Any]:
     driver's is closed once the frames are placed)."""
     if isinstance(source, bytes):
         return member_record(name, source)
-    data = _map(Path(source), name)
+    data = map_file(Path(source), name)
     try:
         return member_record(name, data)
     finally:

@@ -92,7 +92,7 @@ class TiffStack:
         if self._offsets is not None:
             if self.data is None:
                 assert self.path is not None
-                self.data = _map(self.path, self.name)
+                self.data = map_file(self.path, self.name)
             count = self.frame_shape[0] * self.frame_shape[1]
             return np.frombuffer(self.data, self.dtype, count, int(self._offsets[page])).reshape(self.frame_shape)
         with _tifffile_errors(self.name, f"frame {index + 1} (page {page + 1})"):
@@ -157,7 +157,7 @@ def _size(path: Path, name: str) -> int:
         raise SourceFormatError(name, f"cannot be read ({exc})") from exc
 
 
-def _map(path: Path, name: str) -> mmap.mmap | bytes:
+def map_file(path: Path, name: str) -> mmap.mmap | bytes:
     """The file's bytes without a copy (read-only map of the page cache); ``b""`` when empty."""
     try:
         with path.open("rb") as f:
