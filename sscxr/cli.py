@@ -72,7 +72,7 @@ def _convert_parser(c: argparse.ArgumentParser) -> None:
     c.add_argument("dest", help="store URL: path, memory://..., s3://bucket/x.zarr, ...")
     _storage_arg(c)
     par = c.add_mutually_exclusive_group()
-    par.add_argument("--workers", type=int, help="run on a dask.distributed LocalCluster of N workers")
+    par.add_argument("--workers", type=int, help="run on a dask.distributed LocalCluster of N worker processes (the cores shared among them)")
     par.add_argument("--scheduler", help="run on an existing dask.distributed scheduler (ADDRESS)")
     c.add_argument("--raw", action=argparse.BooleanOptionalAction, default=False,
                    help="include raw imaging TIFFs and whisker videos")

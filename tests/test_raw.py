@@ -608,6 +608,17 @@ def test_blocks_refer_to_files_only_where_the_workers_can_read_them() -> None:
     assert not raw._shares_files(Run(Client()))
 
 
+def test_local_cluster_workers_share_the_cores() -> None:
+    """``--workers N`` splits this machine's cores among the N workers (one worker: every core;
+    never more threads than cores), so raw block tasks are not left one core per process."""
+    from dask.system import CPU_COUNT
+
+    with runner("memory://cores", None, workers=1) as run:
+        assert list(run.client.nthreads().values()) == [CPU_COUNT]
+    with runner("memory://cores", None, workers=CPU_COUNT + 1) as run:
+        assert list(run.client.nthreads().values()) == [1] * (CPU_COUNT + 1)
+
+
 def test_a_referenced_tiff_that_changed_or_vanished_is_a_clear_error(tmp_path: Path) -> None:
     """A task reading frames by reference checks the file is the one the driver indexed."""
     path = tmp_path / "x_main_001.tif"

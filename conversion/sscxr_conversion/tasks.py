@@ -82,6 +82,17 @@ async def _warm_worker_soon() -> None:
     await asyncio.get_running_loop().run_in_executor(None, warm_worker)
 
 
+def threads_per_worker(workers: int) -> int:
+    """Threads of each of ``workers`` LocalCluster workers: this machine's cores split among them.
+
+    >>> threads_per_worker(10**6)
+    1
+    """
+    from dask.system import CPU_COUNT
+
+    return max(1, CPU_COUNT // max(1, workers))
+
+
 @contextmanager
 def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int | None = None,
            scheduler: str | None = None, threads: int = 1) -> Iterator[Runner]:
@@ -90,6 +101,11 @@ def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int 
     ``threads`` local threads (one by default): ssc-1's subvolume writes are GIL-bound Python, and
     a second thread measured no faster (docs/benchmarks-conversion.md); ssc-11 asks for two,
     where one task's MAT v5 inflate (GIL released) overlaps another's writing.
+
+    A LocalCluster of ``workers`` processes shares the machine's cores among them, as dask's own
+    default does (but never more threads than cores): one worker on a 2-core machine runs two
+    tasks at once. Raw block tasks release the GIL for most of their work, so a worker with one
+    thread left a core idle (docs/raw.md).
     """
     register_options(url, storage_options)
     if scheduler is None and not workers:
@@ -102,8 +118,8 @@ def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int 
         client, cluster = Client(scheduler), None
     else:
         in_process = url.startswith("memory://")  # a memory store lives in one process
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=not in_process,
-                               dashboard_address=None)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker(workers or 1),
+                               processes=not in_process, dashboard_address=None)
         client = Client(cluster)
     try:
         if storage_options:
