@@ -154,6 +154,8 @@ def convert_fov(url: str, *, red: bool, workers: int | None, layout: Any = None,
 
 
 def throughput(paths: list[Path]) -> dict[str, Any]:
+    from sscxr_conversion.tasks import threads_per_worker
+
     size = sum(p.stat().st_size for p in paths)
     read_tiffs(paths)  # warm the page cache: every run below reads from memory
     base = best_of(lambda: read_tiffs(paths), 3)
@@ -176,7 +178,8 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
                 runs.append(convert_fov(url := next(fresh), red=red, workers=workers, timing=timing))
                 work.append(timing["work"])
             stored, objects = du(Path(url))
-            rows["runs"].append({"workers": workers, "red": red, "seconds": min(runs), "all": runs, "work": min(work),
+            rows["runs"].append({"workers": workers, "threads": threads_per_worker(workers) if workers else None,
+                                 "red": red, "seconds": min(runs), "all": runs, "work": min(work),
                                  "store_bytes": stored, "objects": objects, "source": "folder", "tifffile_s": near})
             print(f"workers={workers} red={red}: {min(runs):.2f} s ({', '.join(f'{r:.2f}' for r in runs)}), "
                   f"{near / min(runs):.0%} of tifffile ({near:.2f} s); without cluster start/stop {min(work):.2f} s "
@@ -518,7 +521,8 @@ def report(results: dict[str, Any]) -> str:
              "| without cluster start/stop | store GB | objects |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in t["runs"]:
-        runner = "local threads (2)" if r["workers"] is None else f"--workers {r['workers']}"
+        runner = ("local threads (2)" if r["workers"] is None else
+                  f"--workers {r['workers']} ({r['workers']} x {r.get('threads', 1)} threads)")
         runs = ", ".join(f"{x:.2f}" for x in r.get("all", [r["seconds"]]))
         near = r.get("tifffile_s", base)
         work = (f"{r['work']:.2f} s, {near / r['work']:.0%}" if r["workers"] is not None and "work" in r else "")
@@ -541,11 +545,12 @@ def report(results: dict[str, Any]) -> str:
             lines.append(f"| {what} | {st[key]:.2f} | {st[key] - before:+.2f} | {base / st[key]:.0%} |")
             before = st[key]
         lines += [f"| each TIFF's whole-file crc32c (provenance; the driver's own thread) | {st['hash_s']:.2f} | | |",
-                  "", f"One worker runs all the tasks on its one core: {tasks:.2f} s against tifffile's "
-                  f"{base:.2f} s, so a conversion with one worker is bounded at about **{base / tasks:.0%}** of "
-                  "tifffile's throughput here, before any scheduling or driver overhead (two workers or "
-                  "threads: twice that, less what they share). Without the writes, the tasks' compute alone "
-                  f"bounds it at {base / st['encode_s']:.0%}."]
+                  "", f"One thread runs all the tasks in {tasks:.2f} s against tifffile's {base:.2f} s (one "
+                  f"thread too): one core of conversion is bounded at about **{base / tasks:.0%}** of one core "
+                  "reading with tifffile, before any scheduling or driver overhead, and two cores at twice "
+                  "that, less what the driver's own work (parsing, whole-file crc32c) takes from them. Without "
+                  f"the writes, the tasks' compute alone would bound one core at {base / st['encode_s']:.0%}. "
+                  "`--workers 1` gives its worker every core (the cores are split among the workers)."]
     lines += ["", "## 2. Chunk layouts (one plane, green, "
               f"{FILES * FRAMES} frames = {FILES * FRAMES * SIZE * SIZE * 2 / 1e6:.0f} MB; reads on SeaweedFS S3)", "",
               "| shard (t, y, x) | inner chunk (t, y, x) | write MB/s | objects | ratio | one frame | 16x16 tile, all time |",
