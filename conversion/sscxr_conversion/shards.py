@@ -63,11 +63,7 @@ def shard_writer(array: zarr.Array) -> Callable[[tuple[int, ...], np.ndarray], N
     store = array.store_path.store
 
     def write(start: tuple[int, ...], data: np.ndarray) -> None:
-        if any(s % n for s, n in zip(start, shard_shape, strict=True)):
-            raise ValueError(f"start {start} is not aligned to the shards {shard_shape}")
-        stop = [s + n for s, n in zip(start, data.shape, strict=True)]
-        if any(e % n and e != size for e, n, size in zip(stop, shard_shape, array.shape, strict=True)):
-            raise ValueError(f"data of shape {data.shape} at {start} does not end on a shard boundary")
+        _check_whole(start, data.shape, shard_shape, array.shape, "shards")
         blobs = {}
         for corner in itertools.product(*(range(0, n, s) for n, s in zip(data.shape, shard_shape, strict=True))):
             part = data[tuple(slice(c, c + s) for c, s in zip(corner, shard_shape, strict=True))]
@@ -133,12 +129,7 @@ def region_chunks(array: zarr.Array, start: tuple[int, ...], data: np.ndarray) -
     if layout is None:
         return None
     codec, chunk_shape = layout
-    stop = [s + n for s, n in zip(start, data.shape, strict=True)]
-    if (any(s % c for s, c in zip(start, chunk_shape, strict=True))
-            or any(e % c and e != n for e, c, n in zip(stop, chunk_shape, array.shape, strict=True))
-            or any(e > n for e, n in zip(stop, array.shape, strict=True))):
-        raise ValueError(f"data of shape {data.shape} at {start} does not cover whole chunks {chunk_shape} "
-                         f"of an array of shape {array.shape}")
+    _check_whole(start, data.shape, chunk_shape, array.shape, "chunks")
     data = data.astype(array.dtype.newbyteorder("<"), copy=False)
     blobs = {}
     for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
@@ -146,6 +137,18 @@ def region_chunks(array: zarr.Array, start: tuple[int, ...], data: np.ndarray) -
         key = chunk_key(array, tuple(s // c + p for s, c, p in zip(start, chunk_shape, pos, strict=True)))
         blobs[key] = bytes(codec.encode(_padded(chunk, chunk_shape, array.fill_value)))
     return blobs
+
+
+def _check_whole(start: tuple[int, ...], shape: tuple[int, ...], grid: tuple[int, ...],
+                 array_shape: tuple[int, ...], what: str) -> None:
+    """Raise unless the region ``shape`` at ``start`` is whole ``what`` (chunks or shards) of
+    ``grid``: aligned at its start, ending on a boundary or at the array's edge."""
+    stop = [s + n for s, n in zip(start, shape, strict=True)]
+    if (any(s % g for s, g in zip(start, grid, strict=True))
+            or any(e % g and e != n for e, g, n in zip(stop, grid, array_shape, strict=True))
+            or any(e > n for e, n in zip(stop, array_shape, strict=True))):
+        raise ValueError(f"data of shape {tuple(shape)} at {tuple(start)} does not cover whole {what} {tuple(grid)} "
+                         f"of an array of shape {tuple(array_shape)}")
 
 
 def chunk_key(array: zarr.Array, position: tuple[int, ...]) -> str:
