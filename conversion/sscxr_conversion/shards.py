@@ -6,9 +6,15 @@ zarr-python writes a shard by scheduling every inner chunk through its asyncio c
 each inner chunk is Blosc-compressed bytes, the shard is their concatenation followed by the
 index (``offset, nbytes`` as little-endian uint64 per inner chunk, C order) and the index's
 crc32c, exactly as the zarr v3 ``sharding_indexed`` codec specifies with its default index codecs
-(``bytes`` + ``crc32c``, index at the end). :func:`shard_writer` checks that an array's metadata
+(``bytes`` + ``crc32c``, index at the end). :func:`sharded_layout` checks that an array's metadata
 is that layout and returns ``None`` otherwise, so callers fall back to zarr's own path; the tests
-read what it writes back through zarr and compare every pixel.
+read what is written back through zarr and compare every pixel.
+
+The raw block tasks build their shards chunk by chunk (``raw._ShardParts``: each inner chunk
+compressed by :class:`BloscInto` as its frames are read and appended by :class:`PartSink`, then
+:func:`shard_index` / :func:`index_parts` at the end). :func:`shard_writer` writes whole shards
+from an array in memory with the same index helpers; the converter no longer calls it (its tests
+still hold the encoding to zarr's).
 
 :func:`array_chunks` does the same for a plain (unsharded) ``bytes`` + ``blosc`` array written
 whole in one go, such as a subvolume's dF/F matrix: each chunk is the Blosc-compressed C-order
@@ -28,7 +34,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import google_crc32c
+import crc32c
 import numcodecs
 import numpy as np
 import zarr
@@ -102,7 +108,7 @@ def shard_index(shard_shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> n
 def index_parts(index: np.ndarray) -> list[bytes]:
     """The tail of a shard: its index and the index's crc32c (``bytes`` + ``crc32c`` codecs)."""
     raw_index = index.astype("<u8", copy=False).tobytes()
-    return [raw_index, np.uint32(google_crc32c.value(raw_index)).astype("<u4").tobytes()]
+    return [raw_index, np.uint32(crc32c.crc32c(raw_index)).astype("<u4").tobytes()]
 
 
 def array_chunks(array: zarr.Array, data: np.ndarray) -> dict[str, bytes] | None:
