@@ -276,14 +276,15 @@ def test_raw_checksums_and_sources_are_recorded(session: Session, converted: tup
     assert_source_records(converted[0], session)
 
 
-def assert_source_records(url: str, session: Session) -> None:
-    """Each TIFF's provenance record is its size and the crc32c of all its bytes (hashed on a
-    thread of their own while frames are placed)."""
+def assert_source_records(url: str, session: Session, root: Path | None = None) -> None:
+    """Each TIFF's provenance record is its size and the crc32c of all its bytes (put together
+    from the block tasks' page hashes and the hashes of the bytes between; names relative to
+    ``root``, by default the session folder)."""
     for path in session.green:
         ds = xr.open_dataset(url, group=path, engine="zarr", chunks=None)
         assert ds.attrs["source_files"]
         for record in ds.attrs["source_files"]:
-            data = (session.root / record["name"]).read_bytes()
+            data = ((root or session.root) / record["name"]).read_bytes()
             assert record["size"] == len(data) and record["crc32c"] == f"{data_crc32c(data):08x}", record
 
 
@@ -335,6 +336,58 @@ def test_green_only_without_red(session: Session, tmp_path: Path) -> None:
     assert "red" not in ds and "green" in ds and "video" not in written
     np.testing.assert_array_equal(ds["green"].values, session.green["raw/subvolume_01"])
     assert_source_records(str(tmp_path / "g.zarr"), session)
+
+
+@pytest.mark.parametrize("red", [True, False])
+def test_file_crc32c_reuses_the_tasks_page_hashes(session: Session, tmp_path: Path, red: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's thread hashes only what no task hashes: headers, page directories, the pages
+    of a channel not converted and frames the index does not place; the rest of each record is
+    the stored per-frame crc32c. The records still equal the crc32c of the whole files."""
+    hashed: dict[str, tuple[int, int]] = {}
+    original = raw._gap_crcs
+
+    def counting(name: str, source: object, pages: raw._TaskPages) -> tuple[int, list[int]]:
+        size, crcs = original(name, source, pages)
+        hashed[name] = (size - len(pages.starts) * pages.page, size)
+        return size, crcs
+
+    monkeypatch.setattr(raw, "_gap_crcs", counting)
+    url = str(tmp_path / "pages.zarr")
+    convert_raw(session.root, session, url, spec=ConversionSpec(archive="ssc-1", raw=True, red=red, video=False))
+    assert_source_records(url, session)
+    assert len(hashed) == 8
+    page = 16 * 16 * 2
+    for name, (by_thread, size) in hashed.items():
+        unplaced = 1 if "fov_01002" in name and name.endswith("_001.tif") else 0  # its frame 4 has a NaN index
+        assert by_thread == size - page * (5 - unplaced) * (2 if red else 1), name  # 5 frames x 2 channels a file
+
+
+def test_a_big_endian_tiff_is_hashed_whole_and_converted(session: Session, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages whose bytes are not the little-endian pixels the tasks hash: the thread hashes the
+    whole file (and the pixels still convert)."""
+    copy = copy_session(session, tmp_path / "src")
+    path = copy.root / TIFF_DIR.format(vv=2, ppp=3) / TIFF_NAME.format(n=2)
+    pages = tifffile.imread(path, key=slice(None))
+    with tifffile.TiffWriter(path, byteorder=">") as tif:
+        for p in pages:
+            tif.write(p, contiguous=False, photometric="minisblack")
+    whole: list[str] = []
+    original = raw._gap_crcs
+
+    def recording(name: str, source: object, task_pages: raw._TaskPages) -> tuple[int, list[int]]:
+        if not len(task_pages.starts):
+            whole.append(name)
+        return original(name, source, task_pages)
+
+    monkeypatch.setattr(raw, "_gap_crcs", recording)
+    url = str(tmp_path / "be.zarr")
+    convert_raw(copy.root, copy, url)
+    assert [Path(n).name for n in whole] == [path.name] and "fov_02003" in whole[0]
+    ds = xr.open_dataset(url, group="raw/subvolume_02", engine="zarr", chunks=None)
+    np.testing.assert_array_equal(ds["red"].values, session.red["raw/subvolume_02"])
+    assert_source_records(url, copy)
 
 
 def test_blocks_are_read_by_reference_and_encoded_shard_by_shard(session: Session, tmp_path: Path,
@@ -450,6 +503,7 @@ def test_tar_gz_source_is_streamed_without_extraction(session: Session, tmp_path
     np.testing.assert_array_equal(ds["green"].values, session.green["raw/subvolume_01"])
     video = xr.open_dataset(url, group="video", engine="zarr", chunks=None)
     assert video["trial"].values.tolist() == [1, 2]
+    assert_source_records(url, session, session.root.parent)  # pages hashed from the member's bytes in memory
 
 
 def test_resume_after_an_interrupted_raw_conversion(session: Session, tmp_path: Path,
@@ -479,6 +533,7 @@ def test_resume_after_an_interrupted_raw_conversion(session: Session, tmp_path: 
         np.testing.assert_array_equal(ds["green"].values, session.green[path])
         np.testing.assert_array_equal(ds["red"].values, session.red[path])
     assert len(calls) + len(first) == 12  # 2 subvolumes x 2 planes x ceil(10 / 4) blocks, none twice
+    assert_source_records(url, session)  # the pages of blocks written before: hashed again on resume
 
 
 def test_resume_refuses_a_changed_source(session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -513,6 +568,7 @@ def test_two_dask_workers_write_the_same_store(session: Session, tmp_path: Path)
         np.testing.assert_array_equal(ds["green"].values, session.green[path])
     video = xr.open_dataset(url, group="video", engine="zarr", chunks=None)
     assert int(video["n_frames"].sum()) == 22
+    assert_source_records(url, session)  # page hashes computed in the workers
 
 
 # --------------------------------------------------------------------------------------------
