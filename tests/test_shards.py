@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import os
+import sys
+
 import numcodecs
 import numpy as np
 import pytest
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec
 
-from sscxr_conversion.shards import BloscInto, PartSink, array_chunks, put_many, region_chunks, shard_writer
+from sscxr_conversion import shards
+from sscxr_conversion.shards import (BloscInto, PartSink, WriteBehind, array_chunks, put_many, region_chunks,
+                                        shard_writer)
 
 
 def _array(store, shape, shards, chunks, compressors=None, dtype="uint16", fill_value=0):
@@ -233,3 +240,69 @@ def test_blosc_into_gives_numcodecs_bytes(cname, shuffle):
         np.testing.assert_array_equal(np.frombuffer(codec.decode(got), dtype).reshape(chunk.shape), chunk)
     view = compress(np.zeros(1000, "<u2"))
     assert bytes(view) == bytes(codec.encode(np.zeros(1000, "<u2")))  # a smaller chunk after bigger ones
+
+
+def _resident(path) -> float:
+    """Fraction of the file's pages in the page cache: ``mincore`` of a private map of it (which
+    touches none of them)."""
+    size = os.path.getsize(path)
+    pages = -(-size // mmap.PAGESIZE)
+    vec = (ctypes.c_ubyte * pages)()
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as m:
+        start = ctypes.c_char.from_buffer(m)
+        try:
+            if libc.mincore(ctypes.c_void_p(ctypes.addressof(start)), ctypes.c_size_t(size), vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore")
+        finally:
+            del start
+    return sum(v & 1 for v in vec) / pages
+
+
+def _write(path, size=4 << 20) -> None:
+    with open(path, "wb") as f:
+        f.write(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore / posix_fadvise as on Linux")
+def test_write_behind_releases_written_files_lag_calls_later(tmp_path):
+    """A written file stays cached until ``lag`` further blocks were written, then its pages
+    (clean by then) leave the page cache; the bytes are untouched."""
+    control = tmp_path / "control"
+    _write(control)
+    os.sync()
+    if _resident(control) < 0.9:
+        pytest.skip(f"{tmp_path} does not keep written files in a page cache")
+    a, b, c = (str(tmp_path / name) for name in "abc")
+    behind = WriteBehind(lag=2)
+    _write(a)
+    behind.written([a])  # starts writeback: dirty pages are not dropped
+    os.sync()            # written back: clean, still cached
+    _write(b)
+    behind.written([b])
+    assert _resident(a) > 0.9  # one call later: not yet due
+    _write(c)
+    behind.written([c])
+    assert _resident(a) == 0  # two calls later: released
+    assert _resident(control) > 0.9  # files not handed to it stay
+    with open(a, "rb") as f:
+        assert f.read() == np.random.default_rng(0).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+    os.remove(b)
+    behind.written([])  # a file deleted since (a store overwritten) is skipped
+    behind.written([])
+
+
+def test_part_sink_hands_a_local_store_s_closed_files_to_write_behind(tmp_path, monkeypatch):
+    """Every object file a local sink finishes goes to the process's write-behind, aborted ones
+    do not (they are rewritten when the conversion resumes)."""
+    seen: list[list[str]] = []
+    monkeypatch.setattr(shards.WRITE_BEHIND, "written", lambda paths, fds=None: seen.append(sorted(paths)))
+    store = zarr.storage.LocalStore(tmp_path / "s.zarr")
+    sink = PartSink(store)
+    sink.add("g/c/0/0", b"part")
+    sink.close({"g/c/0/0": [b"end"], "g/c/0/1": [b"tail"]})
+    assert seen == [[str(tmp_path / "s.zarr" / "g/c/0/0"), str(tmp_path / "s.zarr" / "g/c/0/1")]]
+    aborted = PartSink(store)
+    aborted.add("g/c/1/0", b"partial")
+    aborted.abort()
+    assert len(seen) == 1

@@ -31,6 +31,8 @@ import ctypes
 import functools
 import itertools
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -250,10 +252,72 @@ def _create(root: str, key: str, made: set[str]) -> int:
     return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
 
 
+class WriteBehind:
+    """Streamed output leaves the page cache once it is on disk, so a conversion's memory stays flat.
+
+    A conversion writes each shard file once and does not read it again (``sscxr verify`` later
+    reads it like any reader would). Left to the kernel, the written pages stay cached, and a
+    100 GB conversion grows the page cache by 100 GB, evicting what else the machine has
+    cached; every one of those pages is also memory taken fresh from the free list, which on a
+    virtual machine whose idle memory the host has reclaimed costs a fault to the host per page:
+    here, writing 640 MB of new files took 1.7-2.2 s, against 0.25-0.34 s when each file's
+    pages were released soon after being written (``docs/raw.md``).
+
+    :meth:`written` is called with a closed block's files: ``POSIX_FADV_DONTNEED`` on each
+    starts its writeback at once (it drops only clean pages, so nothing is dropped yet), and the
+    files of the blocks ``lag`` closes earlier, written back by then, are advised again, which
+    drops their pages: the next files are written into memory just freed. A page still dirty
+    is simply kept. Nothing changes in what is written; where ``os.posix_fadvise`` does not
+    exist (macOS, Windows) this does nothing.
+
+    >>> behind = WriteBehind(lag=2)
+    >>> behind.written(["/tmp/store.zarr/raw/c/0/0/0/0"])  # doctest: +SKIP
+    """
+
+    def __init__(self, lag: int = 4):
+        self.lag = lag
+        self.pending: deque[list[str]] = deque()
+        self.lock = threading.Lock()
+
+    def written(self, paths: list[str], fds: list[int] | None = None) -> None:
+        """Start writeback of ``paths`` (through ``fds`` when they are still open) and release the
+        pages of the files written ``lag`` calls ago."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        for k, path in enumerate(paths):
+            _advise(path, None if fds is None else fds[k])
+        with self.lock:
+            self.pending.append(paths)
+            due = [self.pending.popleft() for _ in range(len(self.pending) - self.lag)]
+        for old in due:
+            for path in old:
+                _advise(path, None)
+
+
+def _advise(path: str, fd: int | None) -> None:
+    """``POSIX_FADV_DONTNEED`` on the whole file (opened here when no ``fd`` is given); a file
+    gone since (a store overwritten or deleted) is skipped."""
+    try:
+        own = fd is None
+        if own:
+            fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            if own:
+                os.close(fd)
+    except OSError:
+        pass
+
+
+WRITE_BEHIND = WriteBehind()  # one per process: the block tasks of all its threads
+
+
 class PartSink:
     """Objects written part by part: a local store's files as each part comes (so a part's memory
     is reused at once: holding a block's ~40 MB of compressed parts until the end made every
     block page-fault its buffers in afresh), any other store's objects whole at :meth:`close`.
+    A local store's finished files go to :data:`WRITE_BEHIND` (:class:`WriteBehind`).
 
     >>> sink = PartSink(store)                 # doctest: +SKIP
     >>> sink.add("green/c/0/0/0/0", blob)      # doctest: +SKIP
@@ -287,6 +351,8 @@ class PartSink:
                 if key not in self.fds:
                     self.add(key, b"")
                 _write_all(self.fds[key], list(tail))
+            keys = list(self.fds)  # finished: their pages can leave the page cache once on disk
+            WRITE_BEHIND.written([os.path.join(self.root, key) for key in keys], [self.fds[key] for key in keys])
         finally:
             self.abort()
 
