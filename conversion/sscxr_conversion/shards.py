@@ -298,14 +298,14 @@ def _advise(path: str, fd: int | None) -> None:
     """``POSIX_FADV_DONTNEED`` on the whole file (opened here when no ``fd`` is given); a file
     gone since (a store overwritten or deleted) is skipped."""
     try:
-        own = fd is None
-        if own:
-            fd = os.open(path, os.O_RDONLY)
-        try:
+        if fd is not None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            return
+        own = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(own, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
-            if own:
-                os.close(fd)
+            os.close(own)
     except OSError:
         pass
 
