@@ -14,8 +14,8 @@ import zarr
 from zarr.codecs import BloscCodec, GzipCodec
 
 from sscxr_conversion import shards
-from sscxr_conversion.shards import (BloscInto, PartSink, WriteBehind, array_chunks, put_many, region_chunks,
-                                        shard_writer)
+from sscxr_conversion.shards import (BloscInto, PartSink, WriteBehind, array_chunks, codec_chunks, put_many,
+                                        region_chunks, shard_writer)
 
 
 def _array(store, shape, shards, chunks, compressors=None, dtype="uint16", fill_value=0):
@@ -113,6 +113,41 @@ def test_whole_array_encoder_declines_other_layouts(tmp_path):
     arr = _plain(tmp_path / "a.zarr", (4, 4), (2, 2), "float64", 0.0)
     with pytest.raises(ValueError, match="shape"):
         array_chunks(arr, np.zeros((4, 5)))
+
+
+def _zarr_written(array: zarr.Array, data: np.ndarray) -> dict[str, bytes]:
+    """The chunk objects zarr itself writes for ``data`` (into a copy of ``array``'s metadata)."""
+    twin = zarr.create_array(zarr.storage.MemoryStore(), name="x", shape=array.shape, dtype=array.dtype,
+                             chunks=array.chunks, fill_value=array.fill_value, zarr_format=3,
+                             serializer=array.serializer, compressors=array.compressors)
+    twin[...] = data
+    prefix = f"{array.path}/" if array.path else ""
+    return {prefix + k[len("x/"):]: v.to_bytes() for k, v in twin.store._store_dict.items() if "/c/" in k}
+
+
+@pytest.mark.parametrize(("data", "chunks"), [
+    (np.array(["touch", "", "", "", "lick", "\u00e9t\u00e9"], dtype=object), (2,)),  # an all-empty chunk, non-ASCII
+    (np.array([["a", "bb", "ccc"], ["", "", "d"]], dtype=object), (2, 2)),  # a padded edge chunk
+    (np.array(["only"], dtype=object), (1,)),
+])
+def test_codec_chunks_are_the_objects_zarr_writes(data, chunks):
+    arr = zarr.create_array(zarr.storage.MemoryStore(), name="s", shape=data.shape, dtype=str, chunks=chunks,
+                            zarr_format=3)
+    blobs = codec_chunks(arr, data)
+    expected = _zarr_written(arr, data)
+    assert blobs is not None and blobs == expected  # same keys (no all-fill chunk), same bytes
+    store = arr.store_path.store
+    put_many(store, blobs)
+    np.testing.assert_array_equal(zarr.open_array(store, path="s", mode="r")[...], data.astype(str))
+
+
+def test_codec_chunks_skip_fill_chunks_as_zarr_does_and_decline_sharding(tmp_path):
+    data = np.array([1.0, np.nan, np.nan, np.nan, 2.0])
+    arr = _plain(tmp_path / "f.zarr", (5,), (2,), "float64", np.nan)
+    blobs = codec_chunks(arr, data)
+    assert blobs is not None and sorted(blobs) == ["c/0", "c/2"] and blobs == _zarr_written(arr, data)
+    sharded = _array(tmp_path / "s.zarr", (2, 32, 16, 16), (1, 16, 16, 16), (1, 8, 8, 8))
+    assert codec_chunks(sharded, np.zeros(sharded.shape, np.uint16)) is None
 
 
 def _writable_store(where, tmp_path, request, name):

@@ -40,6 +40,7 @@ import crc32c
 import numcodecs
 import numpy as np
 import zarr
+from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.core.chunk_grids import RegularChunkGrid
@@ -145,6 +146,53 @@ def region_chunks(array: zarr.Array, start: tuple[int, ...], data: np.ndarray) -
         key = chunk_key(array, tuple(s // c + p for s, c, p in zip(start, chunk_shape, pos, strict=True)))
         blobs[key] = bytes(codec.encode(_padded(chunk, chunk_shape, array.fill_value)))
     return blobs
+
+
+def codec_chunks(array: zarr.Array, data: np.ndarray) -> dict[str, bytes] | None:
+    """Every chunk object of ``array`` holding ``data``, encoded in this thread by the array's own
+    codecs (each codec's synchronous encoder, as zarr's pipeline runs them), or None when the
+    layout is not one array-to-bytes codec followed by bytes-to-bytes codecs on a regular grid.
+
+    For the layouts :func:`array_chunks` does not encode, such as variable-length strings
+    (``vlen-utf8`` + ``zstd``): ``array[...] = data`` costs ~1.5 ms of event-loop round trips
+    per array, ~60 arrays of a session. As zarr does, chunks equal to the fill value are not
+    written (unless the array's ``write_empty_chunks`` is set); edge chunks are padded with it.
+
+    >>> blobs = codec_chunks(group["kind"], np.array(["touch", "lick"], dtype=object))  # doctest: +SKIP
+    """
+    meta = array.metadata
+    codecs: list[Any] = list(getattr(meta, "codecs", ()))
+    if (not codecs or not isinstance(codecs[0], ArrayBytesCodec) or isinstance(codecs[0], ShardingCodec)
+            or not all(isinstance(c, BytesBytesCodec) for c in codecs[1:])
+            or not all(hasattr(c, "_encode_sync") for c in codecs)
+            or not isinstance(getattr(meta, "chunk_grid", None), RegularChunkGrid)):
+        return None
+    if data.shape != array.shape:
+        raise ValueError(f"data of shape {data.shape} for an array of shape {array.shape}")
+    chunk_shape = tuple(meta.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
+    config, proto = array.async_array.config, default_buffer_prototype()
+    data = np.asarray(data, dtype=array.dtype)
+    blobs = {}
+    for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
+        chunk = data[tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))]
+        spec = meta.get_chunk_spec(pos, config, proto)
+        chunk = _padded(chunk, chunk_shape, spec.fill_value)
+        if not config.write_empty_chunks and _all_fill(chunk, spec.fill_value):
+            continue
+        encoded = codecs[0]._encode_sync(proto.nd_buffer.from_numpy_array(chunk), spec)
+        for codec in codecs[1:]:
+            if encoded is None:
+                break
+            encoded = codec._encode_sync(encoded, spec)
+        if encoded is not None:
+            blobs[chunk_key(array, pos)] = encoded.to_bytes()
+    return blobs
+
+
+def _all_fill(chunk: np.ndarray, fill_value: Any) -> bool:
+    if chunk.dtype.kind in "fc" and np.isnan(fill_value):
+        return bool(np.isnan(chunk).all())
+    return bool((chunk == fill_value).all())
 
 
 def _check_whole(start: tuple[int, ...], shape: tuple[int, ...], grid: tuple[int, ...],

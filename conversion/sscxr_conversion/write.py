@@ -30,7 +30,7 @@ from sscxr.errors import StoreExistsError
 from sscxr.schema import SCHEMA_VERSION, STATUS_COMPLETE, STATUS_INCOMPLETE
 
 from .readers._matfile import Deferred
-from .shards import array_chunks, put_many
+from .shards import array_chunks, codec_chunks, put_many
 from .spec import ConversionSpec
 
 try:  # xarray >= 2025.x keeps it in writers.py
@@ -320,8 +320,9 @@ def encode_group(ds: xr.Dataset, path: str, spec: ConversionSpec,
     xarray's own encoding decides every array's dtype, fill value, chunks, attributes and
     dimension names (a :class:`_PlanningStore` records what it would create); zarr creates the
     metadata of all arrays in one event-loop call and :func:`~.shards.array_chunks` encodes
-    numeric chunks in one pass. Through ``to_zarr`` the same group costs ~2 ms of zarr
-    round trips per variable and ~0.8 ms per chunk, most of a session's conversion
+    numeric chunks in one pass (:func:`~.shards.codec_chunks` the strings, with their own
+    codecs). Through ``to_zarr`` the same group costs ~2 ms of zarr round trips per variable
+    and ~0.8 ms per chunk, most of a session's conversion
     (docs/benchmarks-conversion.md); ``tests/test_write.py`` checks that both give the same
     metadata documents and values.
     """
@@ -350,9 +351,11 @@ def _encode_group(ds: xr.Dataset, path: str, spec: ConversionSpec,
             continue
         data = np.asarray(p.data)
         chunks = array_chunks(target, data) if data.dtype == target.dtype else None
+        if chunks is None and data.size:  # strings: their own codecs, in this thread
+            chunks = codec_chunks(target, data)
         if chunks is not None:
             blobs.update(chunks)
-        elif data.size:  # strings and anything the one-pass encoder does not handle: zarr's own path
+        elif data.size:  # anything neither encoder handles: zarr's own path
             target[...] = data
     staged.update({k: proto.buffer.from_bytes(v) for k, v in blobs.items()})
     return staged, kept
