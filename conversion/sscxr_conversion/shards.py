@@ -179,7 +179,8 @@ def codec_chunks(array: zarr.Array, data: np.ndarray) -> dict[str, bytes] | None
         chunk = _padded(chunk, chunk_shape, spec.fill_value)
         if not config.write_empty_chunks and _all_fill(chunk, spec.fill_value):
             continue
-        encoded = codecs[0]._encode_sync(proto.nd_buffer.from_numpy_array(chunk), spec)
+        head: Any = codecs[0]  # zarr's codecs encode synchronously through this (private) method
+        encoded = head._encode_sync(proto.nd_buffer.from_numpy_array(chunk), spec)
         for codec in codecs[1:]:
             if encoded is None:
                 break
