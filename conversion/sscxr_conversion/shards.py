@@ -33,7 +33,7 @@ import itertools
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import crc32c
@@ -141,8 +141,7 @@ def region_chunks(array: zarr.Array, start: tuple[int, ...], data: np.ndarray) -
     _check_whole(start, data.shape, chunk_shape, array.shape, "chunks")
     data = data.astype(array.dtype.newbyteorder("<"), copy=False)
     blobs = {}
-    for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
-        chunk = data[tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))]
+    for pos, chunk in _chunks_of(data, chunk_shape):
         key = chunk_key(array, tuple(s // c + p for s, c, p in zip(start, chunk_shape, pos, strict=True)))
         blobs[key] = bytes(codec.encode(_padded(chunk, chunk_shape, array.fill_value)))
     return blobs
@@ -172,14 +171,13 @@ def codec_chunks(array: zarr.Array, data: np.ndarray) -> dict[str, bytes] | None
     chunk_shape = tuple(meta.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
     config, proto = array.async_array.config, default_buffer_prototype()
     data = np.asarray(data, dtype=array.dtype)
+    head: Any = codecs[0]  # zarr's codecs encode synchronously through this (private) method
     blobs = {}
-    for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
-        chunk = data[tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))]
+    for pos, chunk in _chunks_of(data, chunk_shape):
         spec = meta.get_chunk_spec(pos, config, proto)
         chunk = _padded(chunk, chunk_shape, spec.fill_value)
         if not config.write_empty_chunks and _all_fill(chunk, spec.fill_value):
             continue
-        head: Any = codecs[0]  # zarr's codecs encode synchronously through this (private) method
         encoded = head._encode_sync(proto.nd_buffer.from_numpy_array(chunk), spec)
         for codec in codecs[1:]:
             if encoded is None:
@@ -188,6 +186,12 @@ def codec_chunks(array: zarr.Array, data: np.ndarray) -> dict[str, bytes] | None
         if encoded is not None:
             blobs[chunk_key(array, pos)] = encoded.to_bytes()
     return blobs
+
+
+def _chunks_of(data: np.ndarray, chunk_shape: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """``(grid position, view)`` of every chunk of ``data`` in C order; edge chunks are short."""
+    for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
+        yield pos, data[tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))]
 
 
 def _all_fill(chunk: np.ndarray, fill_value: Any) -> bool:
@@ -264,9 +268,8 @@ def shard_parts(data: np.ndarray, shard_shape: tuple[int, ...], chunk_shape: tup
     index = shard_index(shard_shape, chunk_shape)
     parts: list[bytes] = []
     offset = 0
-    for pos in itertools.product(*(range(-(-n // c)) for n, c in zip(data.shape, chunk_shape, strict=True))):
-        sel = tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk_shape, strict=True))
-        blob = bytes(codec.encode(_padded(data[sel], chunk_shape, fill_value)))
+    for pos, chunk in _chunks_of(data, chunk_shape):
+        blob = bytes(codec.encode(_padded(chunk, chunk_shape, fill_value)))
         index[pos] = (offset, len(blob))
         parts.append(blob)
         offset += len(blob)
