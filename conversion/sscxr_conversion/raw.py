@@ -46,7 +46,7 @@ from sscxr.errors import InconsistentSourceError, SourceFormatError, StoreExists
 from . import write
 from .crc import concat_crc32c, crc32c
 from .provenance import HashingReader, SourceRecord
-from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, data_crc32c, map_file, open_stack,
+from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, close_map, data_crc32c, map_file, open_stack,
                            pixel_crc32c, plan_raw)
 from .readers.video import VideoFile, VideoInfo, probe_video, trial_of, video_index
 from .shards import (BloscInto, PartSink, chunk_key, index_parts, put_many, region_chunks, shard_index,
@@ -344,10 +344,7 @@ class _Pages:
 
     def close(self) -> None:
         for m in self.maps.values():
-            try:
-                m.close()
-            except BufferError:  # a frame is still referenced: the map closes when it is freed
-                pass
+            close_map(m)
 
 
 _SCRATCH = threading.local()

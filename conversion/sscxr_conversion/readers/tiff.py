@@ -47,6 +47,14 @@ def pixel_crc32c(pixels: np.ndarray) -> int:
     return int(crc32c.crc32c(np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")).data))
 
 
+def close_map(data: mmap.mmap) -> None:
+    """Close a file map, unless a frame view of it is still alive (then it closes when freed)."""
+    try:
+        data.close()
+    except BufferError:
+        pass
+
+
 @dataclass
 class TiffStack:
     """An opened interleaved TIFF: ``n_frames`` frames of ``n_channels`` pages each.
@@ -101,10 +109,7 @@ class TiffStack:
     def close(self) -> None:
         self._tif.close()
         if isinstance(self.data, mmap.mmap):
-            try:
-                self.data.close()
-            except BufferError:  # a frame view is still alive; the map closes when it is freed
-                pass
+            close_map(self.data)
 
     def __enter__(self) -> TiffStack:
         return self
