@@ -454,6 +454,57 @@ def test_a_layout_shards_py_does_not_encode_goes_through_zarr(session: Session, 
     np.testing.assert_array_equal(ds["red"].values, session.red["raw/subvolume_01"])
 
 
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_template_and_finished_group_are_the_objects_zarr_writes(session: Session, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The raw group is built in memory and put at once, at the start (template) and after the
+    last block (summary images, attrs, written mark): byte for byte what building it through
+    zarr in the store gives, the root's attrs kept, an earlier attempt's objects replaced."""
+    plan = raw.plan_raw(session.groups)[0]
+    names, shape = ("green", "red"), (16, 16)
+    fast, slow = tmp_path / "fast.zarr", tmp_path / "slow.zarr"
+    for url in (fast, slow):
+        store = write.open_store(str(url), None, mode="w")
+        write.prepare(store, str(url), overwrite=True, resume=False, attrs={"archive": "ssc-1"})
+    (fast / plan.path / "junk").mkdir(parents=True)
+    (fast / plan.path / "junk" / "zarr.json").write_text("{}")  # an earlier attempt's leftover
+    group = raw.create_template(write.open_store(str(fast), None), plan, shape, names, LAYOUT)
+    raw._build_template(write.open_store(str(slow), None), plan, shape, names, LAYOUT)  # through zarr, in place
+    assert _files(fast) == _files(slow)
+    assert zarr.open_group(str(fast), mode="r").attrs["archive"] == "ssc-1"
+
+    # the finished group: what zarr's create_array, attrs.update and del write in place
+    writer = raw.RawWriter([plan], ConversionSpec(archive="ssc-1", raw=True, red=True), LAYOUT,
+                           store=write.open_store(str(fast), None), url=str(fast), pipe=raw.Pipe(None), done=set())
+    writer.groups[0] = group
+    asm = writer._assembler(0, shape)
+    rng = np.random.default_rng(3)
+    asm.sum[:] = rng.integers(0, 10**6, asm.sum.shape)
+    asm.max[:] = rng.integers(0, 65535, asm.max.shape)
+    asm.count[:] = [9, 10]
+    monkeypatch.setattr(writer, "source_records", lambda i: [{"name": "a.tif", "size": 1, "crc32c": 2}])
+    writer.warnings[0] = ["a warning"]
+    assert writer._finish_group(0) == plan.path
+    ref = zarr.open_group(str(slow), path=plan.path, mode="r+")
+    image = {"chunks": (1, *shape), "dimension_names": ("plane", "y", "x"), "overwrite": True,
+             "compressors": [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]}
+    for c, name in enumerate(names):
+        ref.create_array(f"{name}_mean", data=asm.mean()[c], **image,
+                         attributes={"units": "counts", "description": f"mean of the present {name} frames"})
+        ref.create_array(f"{name}_max", data=asm.max[c], **image,
+                         attributes={"units": "counts", "description": f"max of the {name} frames"})
+    ref.attrs.update(source_files=[{"name": "a.tif", "size": 1, "crc32c": 2}], warnings=["a warning"],
+                     frames_present=[9, 10], description="registered imaging frames; raw frame t is the same "
+                     "instant as dff frame t of the imaging subvolume (docs/raw.md)")
+    ref.attrs[write.WRITTEN] = True
+    del ref["block_written"]
+    assert _files(fast) == _files(slow)
+    assert "block_written" not in zarr.open_group(str(fast), path=plan.path, mode="r").array_keys()
+
+
 # --------------------------------------------------------------------------------------------
 # bad input
 # --------------------------------------------------------------------------------------------

@@ -164,15 +164,25 @@ def write_group(store: Store, path: str, ds: xr.Dataset, spec: ConversionSpec,
     staged, kept = encode_group(ds, path, spec, prewritten=prewritten)
     if prewritten and kept != set(prewritten):
         staged, kept = encode_group(ds, path, spec)
-    if not kept:
-        sync(store.delete_dir(path))  # a partial attempt (interrupted conversion) goes first
+    put_group(store, path, staged, replace=not kept)
+    return path
+
+
+def put_group(store: Store, path: str, staged: Mapping[str, Any], *, replace: bool = True) -> None:
+    """Put group ``path`` from ``staged`` (``{key: bytes or Buffer}``, e.g. the dict behind a
+    ``zarr.storage.MemoryStore`` it was built in) into ``store``: with ``replace``, whatever is
+    under ``path`` goes first (a partial attempt of an interrupted conversion); then the group's
+    objects and the parent groups' ``zarr.json`` the store lacks (never the root's, which holds
+    the attrs), and the group's own ``zarr.json`` last, so a group is only there once all of it is.
+    """
+    if replace:
+        sync(store.delete_dir(path))
     head = f"{path}/zarr.json"
     keys = [k for k in staged if k.startswith(f"{path}/") and k != head]
     parents = [k for k in staged if k.endswith("zarr.json") and not k.startswith(f"{path}/")]
-    keys += [k for k in parents if not sync(store.exists(k))]  # never the root's (it holds the attrs)
+    keys += [k for k in parents if not sync(store.exists(k))]
     put_many(store, {k: staged[k] for k in keys})
     put_many(store, {head: staged[head]})
-    return path
 
 
 def array_layout(array: Any) -> dict[str, Any]:
