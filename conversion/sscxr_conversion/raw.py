@@ -861,7 +861,10 @@ class RawWriter(RawStacks):
         group = _resumable(self.store, plan, self.names, self.layout)
         if group is None:
             group = create_template(self.store, plan, shape, self.names, self.layout)
-        self.groups[i], self.done_blocks[i] = group, _values(group, "block_written")
+            done = np.zeros(_array(group, "block_written").shape, bool)  # none yet: no need to read them
+        else:
+            done = _values(group, "block_written")
+        self.groups[i], self.done_blocks[i] = group, done
         ny, nx = _array(group, self.names[0]).shape[2:]
         return ny, nx
 
