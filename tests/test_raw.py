@@ -748,6 +748,17 @@ def test_blocks_refer_to_files_only_where_the_workers_can_read_them() -> None:
     assert not raw._shares_files(Run(Client()))
 
 
+def test_only_blocks_holding_pixels_are_scattered_to_workers() -> None:
+    """A block that refers to its TIFFs is a few kB of offsets and travels with its task; one
+    holding pixels (workers on other hosts), and big bytes, are scattered first."""
+    by_reference = raw.Block(0, 0, 0, np.ones(4, bool), (8, 8), [raw.FileRef("x.tif", 1, "<u2")],
+                             np.zeros(4, np.int64), np.zeros((1, 4), np.int64))
+    holding = raw.Block(0, 0, 0, np.ones(4, bool), (8, 8), [], np.full(4, -1, np.int64), np.zeros((1, 4), np.int64),
+                        data=np.zeros((1, 4, 8, 8), np.uint16))
+    assert not raw._is_big(by_reference) and raw._is_big(holding)
+    assert raw._is_big(bytes(2 << 20)) and not raw._is_big(b"small")
+
+
 def test_local_cluster_workers_share_the_cores() -> None:
     """``--workers N`` splits this machine's cores among the N workers (one worker: every core;
     never more threads than cores), so raw block tasks are not left one core per process."""

@@ -180,7 +180,13 @@ class Pipe:
 
 
 def _is_big(value: Any) -> bool:
-    return isinstance(value, Block) or (isinstance(value, bytes) and len(value) > 1 << 20)
+    """Task inputs scattered to a worker first rather than sent with the task: blocks holding
+    pixels and large bytes. A block that refers to its TIFFs (a few kB of offsets) goes with the
+    task: scattering it was a scheduler round trip per block (two warm workers: median 1.47 ->
+    1.36 s for a 2.2 GB field of view)."""
+    if isinstance(value, Block):
+        return value.data is not None
+    return isinstance(value, bytes) and len(value) > 1 << 20
 
 
 # --------------------------------------------------------------------------------------------
