@@ -8,6 +8,8 @@ On a synthetic raw FOV at real frame size (3 planes x 7 files x 100 frames x 2 c
 
 1. reading every TIFF with ``tifffile.imread`` (the baseline) vs the raw conversion
    (``RawStep``, green only and ``--red``) with local threads, ``--workers 1`` and ``--workers 2``;
+   and (``large``) green with local threads and ``--workers 2`` on a 4x larger field of view
+   (8.8 GB, also kept in ``benchmarks/.work``), nearer a real one's ~12 GB;
 2. chunk layouts (shard and inner chunk shapes): write throughput, and on a local SeaweedFS S3
    server the time to read one frame and one 16 x 16 pixel tile over all time, and objects;
 3. one frame and one tile over all time from the converted store vs from the TIFFs, on S3;
@@ -60,12 +62,13 @@ def noisy_frames(n: int, seed: int) -> np.ndarray:
     return out
 
 
-def make_fov() -> list[Path]:
-    """The raw FOV (once): interleaved green/red pages, one IFD + data per page."""
+def make_fov(root: Path = FOV, files: int = FILES) -> list[Path]:
+    """The raw FOV (once): interleaved green/red pages, one IFD + data per page; ``files`` TIFFs
+    of ``FRAMES`` frames per plane."""
     import tifffile
 
-    paths = [FOV / f"imaging_data/fov_01{p:03d}/fluo_batch_out" / TIFF_NAME.format(n=f + 1)
-             for p in PLANES for f in range(FILES)]
+    paths = [root / f"imaging_data/fov_01{p:03d}/fluo_batch_out" / TIFF_NAME.format(n=f + 1)
+             for p in PLANES for f in range(files)]
     if all(p.exists() for p in paths):
         return paths
     bank = noisy_frames(64, seed=0)
@@ -78,20 +81,20 @@ def make_fov() -> list[Path]:
     return paths
 
 
-def fov_groups() -> dict[str, Any]:
+def fov_groups(files: int = FILES) -> dict[str, Any]:
     """The imaging group the .mat reader would give for this FOV (one subvolume, 3 planes)."""
     import xarray as xr
 
-    n_time = FILES * FRAMES
+    n_time = files * FRAMES
     names = [[f"D:/an197522/imaging_data/fov_01{p:03d}/fluo_batch_out/{TIFF_NAME.format(n=f + 1)}"
-              for f in range(FILES)] for p in PLANES]
+              for f in range(files)] for p in PLANES]
     time_s = np.arange(n_time) / 7.0
-    ds = xr.Dataset(coords={"time": time_s, "trial": ("time", np.repeat(np.arange(FILES), FRAMES)),
+    ds = xr.Dataset(coords={"time": time_s, "trial": ("time", np.repeat(np.arange(files), FRAMES)),
                             "plane": list(PLANES), "frame_time": (("plane", "time"), np.tile(time_s, (3, 1)))})
     ds["source_file"] = (("plane", "file"), np.array(names))
-    ds["source_file_index"] = (("plane", "time"), np.tile(np.repeat(np.arange(FILES), FRAMES), (3, 1)))
-    ds["source_frame_index"] = (("plane", "time"), np.tile(np.tile(np.arange(FRAMES), FILES), (3, 1)))
-    trials = xr.Dataset(coords={"trial": np.arange(FILES)}, data_vars={"start_time": ("trial", np.arange(FILES) * 14.0)})
+    ds["source_file_index"] = (("plane", "time"), np.tile(np.repeat(np.arange(files), FRAMES), (3, 1)))
+    ds["source_frame_index"] = (("plane", "time"), np.tile(np.tile(np.arange(FRAMES), files), (3, 1)))
+    trials = xr.Dataset(coords={"trial": np.arange(files)}, data_vars={"start_time": ("trial", np.arange(files) * 14.0)})
     return {"imaging/subvolume_01": ds, "trials": trials}
 
 
@@ -123,7 +126,7 @@ def read_tiffs(paths: list[Path]) -> None:
 
 
 def convert_fov(url: str, *, red: bool, workers: int | None, layout: Any = None, src: Path = FOV,
-                timing: dict[str, float] | None = None) -> float:
+                timing: dict[str, float] | None = None, files: int = FILES) -> float:
     """Seconds of one raw conversion, dask cluster start and stop included; ``timing["work"]``
     gets the seconds without them (what a conversion on an already running cluster takes)."""
     from sscxr_conversion import raw, write
@@ -143,7 +146,7 @@ def convert_fov(url: str, *, red: bool, workers: int | None, layout: Any = None,
 
             run.client.run(warm_worker)  # "without cluster start/stop": workers that have imported
         t1 = time.perf_counter()
-        step = raw.RawStep(src, fov_groups(), spec, layout or raw.LAYOUT)
+        step = raw.RawStep(src, fov_groups(files), spec, layout or raw.LAYOUT)
         step(store, url, run, done, attrs, [])
         t2 = time.perf_counter()
     seconds = time.perf_counter() - t0
@@ -194,6 +197,35 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
                          "store_bytes": stored, "objects": objects,
                          "source": f"tar.gz ({tarball.stat().st_size / 1e9:.2f} GB)", "tifffile_s": near})
     print(f"tar.gz: {seconds:.1f} s", flush=True)
+    shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
+    return rows
+
+
+LARGE_FILES = 4 * FILES  # 8.8 GB of TIFF: nearer a real field of view (~12 GB, FORMATS.md)
+
+
+def large_fov(files: int = LARGE_FILES) -> dict[str, Any]:
+    """Throughput on a field of view ``files / FILES`` times larger (green; local threads and two
+    workers): what a conversion costs once only (template, the last blocks, summary images,
+    starting the threads) weighs that much less, as on a real field of view."""
+    root = WORK / f"raw_fov_{files}"
+    paths = make_fov(root, files)
+    size = sum(p.stat().st_size for p in paths)
+    read_tiffs(paths)
+    rows: dict[str, Any] = {"tiff_bytes": size, "runs": []}
+    fresh = (str(WORK / "raw_runs" / f"large{k}.zarr") for k in itertools.count())
+    for workers in (None, 2):
+        shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
+        time.sleep(65)  # as in throughput(): file creation is slow for a minute after deletions
+        near = best_of(lambda: read_tiffs(paths), 2)
+        runs, work = [], []
+        for _ in range(2):
+            timing: dict[str, float] = {}
+            runs.append(convert_fov(next(fresh), red=False, workers=workers, src=root, files=files, timing=timing))
+            work.append(timing["work"])
+        rows["runs"].append({"workers": workers, "seconds": min(runs), "all": runs, "work": min(work), "tifffile_s": near})
+        print(f"large FOV ({size / 1e9:.1f} GB), workers={workers}: {min(runs):.2f} s ({near / min(runs):.0%} of "
+              f"tifffile, {near:.2f} s); without cluster start/stop {min(work):.2f} s ({near / min(work):.0%})", flush=True)
     shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
     return rows
 
@@ -574,6 +606,18 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"| {r.get('source', 'folder')} | {runner} | {'green+red' if r['red'] else 'green'} | "
                      f"**{r['seconds']:.2f}** ({runs}) | {size / r['seconds'] / 1e6:.0f} | {near:.2f} | "
                      f"**{near / r['seconds']:.0%}** | {work} | {r['store_bytes'] / 1e9:.2f} | {r['objects']} |")
+    big = results.get("large")
+    if big:
+        lines += ["", f"The same conversion on a field of view {LARGE_FILES // FILES}x as large "
+                  f"({big['tiff_bytes'] / 1e9:.1f} GB, {LARGE_FILES} TIFFs per plane; a real one is ~12 GB), green:", "",
+                  "| runner | seconds (runs) | MB/s of TIFF | tifffile s | vs tifffile | without cluster start/stop |",
+                  "|---|---|---|---|---|---|"]
+        for r in big["runs"]:
+            runner = "local threads (2)" if r["workers"] is None else f"--workers {r['workers']}"
+            near = r["tifffile_s"]
+            work = f"{r['work']:.2f} s, {near / r['work']:.0%}" if r["workers"] is not None else ""
+            lines.append(f"| {runner} | **{r['seconds']:.2f}** ({', '.join(f'{x:.2f}' for x in r['all'])}) | "
+                         f"{big['tiff_bytes'] / r['seconds'] / 1e6:.0f} | {near:.2f} | **{near / r['seconds']:.0%}** | {work} |")
     st = t.get("stages")
     if st and "scan_s" in st:
         tasks = st["write_s"]
@@ -647,7 +691,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--skip-s3", action="store_true")
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--only", default="throughput,layouts,remote,video")
+    ap.add_argument("--only", default="throughput,large,layouts,remote,video")
     args = ap.parse_args()
     only = set(args.only.split(","))
     WORK.mkdir(parents=True, exist_ok=True)
@@ -661,6 +705,8 @@ def main() -> None:
     try:
         if "throughput" in only:
             results["throughput"] = throughput(paths)
+        if "large" in only:
+            results["large"] = large_fov()
         if "layouts" in only:
             results["layouts"] = layouts(paths, server)
         if "remote" in only and server:
