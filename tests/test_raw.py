@@ -770,6 +770,22 @@ def test_local_cluster_workers_share_the_cores() -> None:
         assert list(run.client.nthreads().values()) == [1] * (CPU_COUNT + 1)
 
 
+@pytest.mark.timeout(120)
+def test_local_cluster_workers_keep_glibcs_adaptive_malloc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LocalCluster of ``--workers N`` starts its workers without dask's
+    ``MALLOC_TRIM_THRESHOLD_``, which made every Blosc scratch buffer a fresh mmap in the tasks."""
+    import os
+
+    import dask
+
+    pytest.importorskip("distributed")  # its config defaults load with it
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # a default cluster earlier in this process sets it
+    assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") is not None  # dask's default
+    with runner(str(tmp_path / "w.zarr"), None, workers=1) as run:
+        assert set(run.client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
+    assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") is not None  # left as it was
+
+
 def test_a_referenced_tiff_that_changed_or_vanished_is_a_clear_error(tmp_path: Path) -> None:
     """A task reading frames by reference checks the file is the one the driver indexed."""
     path = tmp_path / "x_main_001.tif"
