@@ -488,8 +488,8 @@ def test_template_and_finished_group_are_the_objects_zarr_writes(session: Sessio
     monkeypatch.setattr(writer, "source_records", lambda i: [{"name": "a.tif", "size": 1, "crc32c": 2}])
     writer.warnings[0] = ["a warning"]
     puts: list[list[str]] = []
-    real_put = raw.put_many
-    monkeypatch.setattr(raw, "put_many", lambda store, blobs: (puts.append(sorted(blobs)), real_put(store, blobs))[1])
+    real_put = write.put_many
+    monkeypatch.setattr(write, "put_many", lambda store, blobs: (puts.append(sorted(blobs)), real_put(store, blobs))[1])
     assert writer._finish_group(0) == plan.path
     head = f"{plan.path}/zarr.json"  # written once, last: never an attr-less group doc in between
     assert puts[-1] == [head] and all(head not in keys for keys in puts[:-1])

@@ -921,15 +921,14 @@ class RawWriter(RawStacks):
                                attributes={"units": "counts", "description": f"mean of the present {name} frames"})
             stage.create_array(f"{name}_max", data=asm.max[c], **image,
                                attributes={"units": "counts", "description": f"max of the {name} frames"})
-        head = f"{plan.path}/zarr.json"  # the staged group's own is empty: only its arrays go
-        put_many(self.store, {k: v for k, v in staged.items() if k.startswith(f"{plan.path}/") and k != head})
-        sync(self.store.delete_dir(f"{plan.path}/block_written"))  # the per-block resume markers are done with
         attrs = {**group.attrs.asdict(), "source_files": self.source_records(i), "warnings": self.warnings[i],
                  "frames_present": asm.count.tolist(),
                  "description": "registered imaging frames; raw frame t is the same instant as dff frame t "
                  "of the imaging subvolume (docs/raw.md)", write.WRITTEN: True}
-        meta = dataclasses.replace(group.metadata, attributes=attrs)
-        put_many(self.store, {head: meta.to_buffer_dict(default_buffer_prototype())["zarr.json"]})
+        meta = dataclasses.replace(group.metadata, attributes=attrs)  # the staged group's own doc is empty
+        staged[f"{plan.path}/zarr.json"] = meta.to_buffer_dict(default_buffer_prototype())["zarr.json"]
+        sync(self.store.delete_dir(f"{plan.path}/block_written"))  # the per-block resume markers are done with
+        write.put_group(self.store, plan.path, staged, replace=False)  # the arrays, then the group's zarr.json
         return plan.path
 
 
