@@ -29,6 +29,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -171,6 +172,33 @@ def convert_fov(url: str, *, red: bool, workers: int | None, layout: Any = None,
     return seconds
 
 
+def _settle() -> None:
+    """Between configurations: each run writes to a new destination, and a configuration's stores
+    are deleted once measured (else ~15 GB of new page cache makes the later runs pay for memory
+    reclaim); then 65 s pass: ext4 (no journal here) makes file creation slow for a minute after
+    files were deleted (docs/benchmarks-conversion.md)."""
+    shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
+    time.sleep(65)
+
+
+def _configuration(paths: list[Path], fresh: Iterator[str], *, workers: int | None, red: bool, n: int,
+                   src: Path = FOV, files: int = FILES) -> dict[str, Any]:
+    """``n`` conversions of one configuration, after the baseline measured again next to them
+    (the VM drifts): best seconds, all runs, the warm-cluster seconds, and the last store's size."""
+    near = best_of(lambda: read_tiffs(paths), 2)
+    runs, work = [], []
+    for _ in range(n):
+        timing: dict[str, float] = {}
+        runs.append(convert_fov(url := next(fresh), red=red, workers=workers, src=src, files=files, timing=timing))
+        work.append(timing["work"])
+    stored, objects = du(Path(url))
+    print(f"{src.name}: workers={workers} red={red}: {min(runs):.2f} s ({', '.join(f'{r:.2f}' for r in runs)}), "
+          f"{near / min(runs):.0%} of tifffile ({near:.2f} s); without cluster start/stop {min(work):.2f} s "
+          f"({near / min(work):.0%}); store {stored / 1e9:.2f} GB in {objects} objects", flush=True)
+    return {"workers": workers, "red": red, "seconds": min(runs), "all": runs, "work": min(work),
+            "store_bytes": stored, "objects": objects, "tifffile_s": near}
+
+
 def throughput(paths: list[Path]) -> dict[str, Any]:
     from sscxr_conversion.tasks import threads_per_worker
 
@@ -182,29 +210,12 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
     fresh = (str(WORK / "raw_runs" / f"run{k}.zarr") for k in itertools.count())
     for workers in (None, 1, 2):
         for red in (False, True):
-            # each run to a new destination; a configuration's stores are deleted once measured (else
-            # ~15 GB of new page cache makes the later runs pay for memory reclaim) and then 65 s pass:
-            # ext4 (no journal here) makes file creation slow for a minute after files were deleted
-            # (docs/benchmarks-conversion.md)
             if rows["runs"]:
-                shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
-                time.sleep(65)
-            near = best_of(lambda: read_tiffs(paths), 2)  # the baseline again, next to these runs (the VM drifts)
-            runs, work = [], []
-            for _ in range(3 if workers is None else 2):
-                timing: dict[str, float] = {}
-                runs.append(convert_fov(url := next(fresh), red=red, workers=workers, timing=timing))
-                work.append(timing["work"])
-            stored, objects = du(Path(url))
-            rows["runs"].append({"workers": workers, "threads": threads_per_worker(workers) if workers else None,
-                                 "red": red, "seconds": min(runs), "all": runs, "work": min(work),
-                                 "store_bytes": stored, "objects": objects, "source": "folder", "tifffile_s": near})
-            print(f"workers={workers} red={red}: {min(runs):.2f} s ({', '.join(f'{r:.2f}' for r in runs)}), "
-                  f"{near / min(runs):.0%} of tifffile ({near:.2f} s); without cluster start/stop {min(work):.2f} s "
-                  f"({near / min(work):.0%}); store {stored / 1e9:.2f} GB in {objects} objects", flush=True)
+                _settle()
+            row = _configuration(paths, fresh, workers=workers, red=red, n=3 if workers is None else 2)
+            rows["runs"].append({**row, "threads": threads_per_worker(workers) if workers else None, "source": "folder"})
     tarball = make_tarball()
-    shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
-    time.sleep(65)
+    _settle()
     near = best_of(lambda: read_tiffs(paths), 2)
     seconds = convert_fov(url := next(fresh), red=False, workers=None, src=tarball)
     stored, objects = du(Path(url))
@@ -230,17 +241,8 @@ def large_fov(files: int = LARGE_FILES) -> dict[str, Any]:
     rows: dict[str, Any] = {"tiff_bytes": size, "runs": []}
     fresh = (str(WORK / "raw_runs" / f"large{k}.zarr") for k in itertools.count())
     for workers in (None, 2):
-        shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
-        time.sleep(65)  # as in throughput(): file creation is slow for a minute after deletions
-        near = best_of(lambda: read_tiffs(paths), 2)
-        runs, work = [], []
-        for _ in range(2):
-            timing: dict[str, float] = {}
-            runs.append(convert_fov(next(fresh), red=False, workers=workers, src=root, files=files, timing=timing))
-            work.append(timing["work"])
-        rows["runs"].append({"workers": workers, "seconds": min(runs), "all": runs, "work": min(work), "tifffile_s": near})
-        print(f"large FOV ({size / 1e9:.1f} GB), workers={workers}: {min(runs):.2f} s ({near / min(runs):.0%} of "
-              f"tifffile, {near:.2f} s); without cluster start/stop {min(work):.2f} s ({near / min(work):.0%})", flush=True)
+        _settle()
+        rows["runs"].append(_configuration(paths, fresh, workers=workers, red=False, n=2, src=root, files=files))
     shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
     return rows
 
