@@ -14,6 +14,7 @@ from typing import Any
 
 _OPTIONS: dict[str, dict[str, Any]] = {}
 TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"  # None: not set (dask's own convention)
+START_METHOD = "distributed.worker.multiprocessing-method"
 
 
 def register_options(url: str, storage_options: Mapping[str, Any] | None) -> None:
@@ -83,6 +84,27 @@ async def _warm_worker_soon() -> None:
     await asyncio.get_running_loop().run_in_executor(None, warm_worker)
 
 
+def _forkserver() -> bool:
+    """Whether workers can be forked from a forkserver here; if so, have it import
+    :data:`WORKER_MODULES` (and ``distributed``) when it starts. dask sets its own list the first
+    time it asks for the forkserver context, so this comes after that; a forkserver already
+    running keeps the modules it has."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    import dask
+
+    try:
+        from distributed.utils import get_mp_context
+    except ImportError:  # a distributed without it: spawn, as dask's default
+        return False
+    with dask.config.set({START_METHOD: "forkserver"}):
+        context = get_mp_context()
+    context.set_forkserver_preload(["distributed", *WORKER_MODULES])
+    return True
+
+
 def threads_per_worker(workers: int) -> int:
     """Threads of each of ``workers`` LocalCluster workers: this machine's cores split among them.
 
@@ -114,6 +136,14 @@ def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int 
     ~70,000 page faults and ~0.2 s of system time per 2.2 GB field of view (docs/raw.md). A
     conversion's memory is bounded by its blocks in flight, so nothing is lost by trimming less.
     Workers of a cluster given by ``scheduler`` keep whatever environment they were started with.
+
+    Where the OS has it (Linux, macOS), the workers are forked from a ``multiprocessing``
+    forkserver that has imported the write tasks' modules once (:func:`_forkserver`), instead of
+    each being spawned as a new interpreter that imports them: a ``sscxr convert --workers 2``
+    run measured ~0.2 s shorter, mostly because a forked worker ends without tearing its modules
+    down. The forkserver lives as long as this process, so the next cluster's workers start at
+    once; they also take the environment the forkserver was started with (dask's pre-spawn
+    environment, as for spawned workers, the first time).
     """
     register_options(url, storage_options)
     if scheduler is None and not workers:
@@ -127,7 +157,10 @@ def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int 
         client, cluster = Client(scheduler), None
     else:
         in_process = url.startswith("memory://")  # a memory store lives in one process
-        with dask.config.set({TRIM: None}):  # see runner's docstring
+        settings: dict[str, Any] = {TRIM: None}  # see runner's docstring
+        if not in_process and _forkserver():
+            settings[START_METHOD] = "forkserver"
+        with dask.config.set(settings):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker(workers or 1),
                                    processes=not in_process, dashboard_address=None)
         client = Client(cluster)
