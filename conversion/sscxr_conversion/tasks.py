@@ -85,13 +85,15 @@ async def _warm_worker_soon() -> None:
 
 
 def _forkserver() -> bool:
-    """Whether workers can be forked from a forkserver here; if so, have it import
-    :data:`WORKER_MODULES` (and ``distributed``) when it starts. dask sets its own list the first
-    time it asks for the forkserver context, so this comes after that; a forkserver already
-    running keeps the modules it has."""
+    """Whether workers are forked from a forkserver here (Linux, where Python 3.14 makes it the
+    default start method; macOS system libraries are not safe to fork, so Python spawns there);
+    if so, have it import :data:`WORKER_MODULES` (and ``distributed``) when it starts. dask sets
+    its own list the first time it asks for the forkserver context, so this comes after that; a
+    forkserver already running keeps the modules it has."""
     import multiprocessing
+    import sys
 
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    if not sys.platform.startswith("linux") or "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     import dask
 
@@ -137,7 +139,7 @@ def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int 
     conversion's memory is bounded by its blocks in flight, so nothing is lost by trimming less.
     Workers of a cluster given by ``scheduler`` keep whatever environment they were started with.
 
-    Where the OS has it (Linux, macOS), the workers are forked from a ``multiprocessing``
+    On Linux, the workers are forked from a ``multiprocessing``
     forkserver that has imported the write tasks' modules once (:func:`_forkserver`), instead of
     each being spawned as a new interpreter that imports them: a ``sscxr convert --workers 2``
     run measured ~0.2 s shorter, mostly because a forked worker ends without tearing its modules
