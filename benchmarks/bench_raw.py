@@ -8,7 +8,7 @@ On a synthetic raw FOV at real frame size (3 planes x 7 files x 100 frames x 2 c
 
 1. reading every TIFF with ``tifffile.imread`` (the baseline) vs the raw conversion
    (``RawStep``, green only and ``--red``) with local threads, ``--workers 1`` and ``--workers 2``;
-   and (``large``) green with local threads and ``--workers 2`` on a 4x larger field of view
+   and (``large``) green with local threads, ``--workers 1`` and ``--workers 2`` on a 4x larger field of view
    (8.8 GB, also kept in ``benchmarks/.work``), nearer a real one's ~12 GB;
 2. chunk layouts (shard and inner chunk shapes): write throughput, and on a local SeaweedFS S3
    server the time to read one frame and one 16 x 16 pixel tile over all time, and objects;
@@ -269,8 +269,8 @@ LARGE_FILES = 4 * FILES  # 8.8 GB of TIFF: nearer a real field of view (~12 GB, 
 
 
 def large_fov(files: int = LARGE_FILES) -> dict[str, Any]:
-    """Throughput on a field of view ``files / FILES`` times larger (green; local threads and two
-    workers): what a conversion costs once only (template, the last blocks, summary images,
+    """Throughput on a field of view ``files / FILES`` times larger (green; local threads, one
+    and two workers): what a conversion costs once only (template, the last blocks, summary images,
     starting the threads) weighs that much less, as on a real field of view."""
     root = WORK / f"raw_fov_{files}"
     paths = make_fov(root, files)
@@ -278,7 +278,7 @@ def large_fov(files: int = LARGE_FILES) -> dict[str, Any]:
     read_tiffs(paths)
     rows: dict[str, Any] = {"tiff_bytes": size, "runs": []}
     fresh = (str(WORK / "raw_runs" / f"large{k}.zarr") for k in itertools.count())
-    for workers in (None, 2):
+    for workers in (None, 1, 2):
         _settle()
         rows["runs"].append(_configuration(paths, fresh, workers=workers, red=False, n=2, src=root, files=files))
     shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
