@@ -139,13 +139,13 @@ def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int 
     conversion's memory is bounded by its blocks in flight, so nothing is lost by trimming less.
     Workers of a cluster given by ``scheduler`` keep whatever environment they were started with.
 
-    On Linux, the workers are forked from a ``multiprocessing``
-    forkserver that has imported the write tasks' modules once (:func:`_forkserver`), instead of
-    each being spawned as a new interpreter that imports them: a ``sscxr convert --workers 2``
-    run measured ~0.2 s shorter, mostly because a forked worker ends without tearing its modules
-    down. The forkserver lives as long as this process, so the next cluster's workers start at
-    once; they also take the environment the forkserver was started with (dask's pre-spawn
-    environment, as for spawned workers, the first time).
+    On Linux, the workers are forked from a ``multiprocessing`` forkserver that has imported the
+    write tasks' modules once (:func:`_forkserver`), instead of each being spawned as a new
+    interpreter that imports them: a ``sscxr convert --workers 2`` run measured ~0.2 s shorter,
+    mostly because a forked worker ends without tearing its modules down. The forkserver lives
+    as long as this process, so the next cluster's workers start at once; they also take the
+    environment the forkserver was started with (dask's pre-spawn environment, as for spawned
+    workers, the first time).
     """
     register_options(url, storage_options)
     if scheduler is None and not workers:
