@@ -127,12 +127,13 @@ def read_tiffs(paths: list[Path]) -> None:
 
 
 def convert_fov(url: str, *, red: bool, workers: int | None, layout: Any = None, src: Path = FOV,
-                timing: dict[str, float] | None = None, files: int = FILES) -> float:
+                timing: dict[str, float] | None = None, files: int = FILES, warm: bool = True) -> float:
     """Seconds of one raw conversion in this process: with ``workers``, the LocalCluster's start
     and stop included, its workers importing the conversion modules while the driver reads the
     first TIFFs, as ``sscxr convert --workers N`` does. ``timing["work"]`` gets the seconds of a
     second conversion (into ``url + ".warm"``) on that same cluster, warm by then: what a
-    conversion on an already running cluster takes. Without workers both are the one run.
+    conversion on an already running cluster takes (``warm=False``: not run). Without workers
+    both are the one run.
 
     The imaging groups the ``.mat`` reader would give are built before the clock starts (the
     raw pass gets them from the session's first pass): the first ``xarray`` objects of a process
@@ -155,7 +156,7 @@ def convert_fov(url: str, *, red: bool, workers: int | None, layout: Any = None,
         raw.RawStep(src, groups, spec, layout or raw.LAYOUT)(store, target, run, done, attrs, [])
 
     first = prepared(url)
-    second = prepared(url + ".warm") if workers else None
+    second = prepared(url + ".warm") if workers and warm else None
     os.sync()  # no backlog of the previous runs' dirty pages: each run starts alike (not timed)
     t0 = time.perf_counter()
     with runner(url, None, workers=workers) as run:
@@ -197,7 +198,7 @@ def _one(args: dict[str, Any]) -> None:
     kw = {"red": args["red"], "workers": args["workers"], "src": Path(args["src"]), "files": args["files"]}
     timing: dict[str, float] = {}
     seconds = convert_fov(args["url"], timing=timing, **kw)
-    again = convert_fov(args["url"] + ".next", **kw)
+    again = convert_fov(args["url"] + ".next", warm=False, **kw)
     print(json.dumps({"seconds": seconds, "work": timing["work"], "next": again}))
 
 
@@ -254,13 +255,8 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
             rows["runs"].append({**row, "threads": threads_per_worker(workers) if workers else None, "source": "folder"})
     tarball = make_tarball()
     _settle()
-    near = best_of(lambda: read_tiffs(paths), 2)
-    seconds = convert_fov(url := next(fresh), red=False, workers=None, src=tarball)
-    stored, objects = du(Path(url))
-    rows["runs"].append({"workers": None, "red": False, "seconds": seconds, "all": [seconds], "work": seconds,
-                         "store_bytes": stored, "objects": objects,
-                         "source": f"tar.gz ({tarball.stat().st_size / 1e9:.2f} GB)", "tifffile_s": near})
-    print(f"tar.gz: {seconds:.1f} s", flush=True)
+    row = _configuration(paths, fresh, workers=None, red=False, n=1, src=tarball)
+    rows["runs"].append({**row, "source": f"tar.gz ({tarball.stat().st_size / 1e9:.2f} GB)"})
     shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
     return rows
 
@@ -660,11 +656,10 @@ def report(results: dict[str, Any]) -> str:
                   f"--workers {r['workers']} ({r['workers']} x {r.get('threads', 1)} threads)")
         runs = ", ".join(f"{x:.2f}" for x in r.get("all", [r["seconds"]]))
         near = r.get("tifffile_s", base)
-        work = (f"{r['work']:.2f} s, {near / r['work']:.0%}" if r["workers"] is not None and "work" in r else "")
         lines.append(f"| {r.get('source', 'folder')} | {runner} | {'green+red' if r['red'] else 'green'} | "
                      f"**{r['seconds']:.2f}** ({runs}) | {size / r['seconds'] / 1e6:.0f} | {near:.2f} | "
-                     f"**{near / r['seconds']:.0%}** | {work} | {_next(r, near)} | {r['store_bytes'] / 1e9:.2f} | "
-                     f"{r['objects']} |")
+                     f"**{near / r['seconds']:.0%}** | {_cluster_cell(r, 'work', near)} | "
+                     f"{_cluster_cell(r, 'next', near)} | {r['store_bytes'] / 1e9:.2f} | {r['objects']} |")
     big = results.get("large")
     if big:
         lines += ["", f"The same conversion on a field of view {LARGE_FILES // FILES}x as large "
@@ -674,10 +669,9 @@ def report(results: dict[str, Any]) -> str:
         for r in big["runs"]:
             runner = "local threads (2)" if r["workers"] is None else f"--workers {r['workers']}"
             near = r["tifffile_s"]
-            work = f"{r['work']:.2f} s, {near / r['work']:.0%}" if r["workers"] is not None else ""
             lines.append(f"| {runner} | **{r['seconds']:.2f}** ({', '.join(f'{x:.2f}' for x in r['all'])}) | "
-                         f"{big['tiff_bytes'] / r['seconds'] / 1e6:.0f} | {near:.2f} | **{near / r['seconds']:.0%}** | {work} | "
-                         f"{_next(r, near)} |")
+                         f"{big['tiff_bytes'] / r['seconds'] / 1e6:.0f} | {near:.2f} | **{near / r['seconds']:.0%}** | "
+                         f"{_cluster_cell(r, 'work', near)} | {_cluster_cell(r, 'next', near)} |")
     st = t.get("stages")
     if st and "scan_s" in st:
         tasks = st["write_s"]
@@ -742,9 +736,10 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _next(row: dict[str, Any], near: float) -> str:
-    """The "next cluster" cell: seconds and ratio (empty for local threads and older results)."""
-    return f"{row['next']:.2f} s, {near / row['next']:.0%}" if row.get("next") else ""
+def _cluster_cell(row: dict[str, Any], key: str, near: float) -> str:
+    """A "warm cluster" (``work``) or "next cluster" (``next``) cell: seconds and ratio to the
+    baseline; empty for local threads (no cluster) and for results from before that column."""
+    return f"{row[key]:.2f} s, {near / row[key]:.0%}" if row["workers"] is not None and row.get(key) else ""
 
 
 def _ms(seconds: float | None) -> str:
