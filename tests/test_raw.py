@@ -415,8 +415,14 @@ def test_blocks_are_read_by_reference_and_encoded_shard_by_shard(session: Sessio
 def test_scan_copies_evenly_spaced_pages_at_once_and_others_frame_by_frame(tmp_path: Path, uneven: bool) -> None:
     """Pages evenly spaced in one file are read as one strided view per slab; pages whose headers
     differ in size (a per-frame description, as ScanImage writes) one by one. Both give the
-    frames' own pixels, crc32c, sums and maxima."""
-    frames = np.random.default_rng(1).integers(0, 65535, (6, 16, 16), dtype=np.uint16)
+    frames' own pixels, crc32c, sums and maxima: summed in uint16 where a slab's max times its
+    4 frames fits (the first slab, one pixel at 16383 in every frame: 65532), in uint32 where
+    it does not (the second: 16384 x 4 = 65536 would wrap to 0; the third: any uint16)."""
+    rng = np.random.default_rng(1)
+    frames = np.concatenate([rng.integers(0, 16384, (8, 16, 16), dtype=np.uint16),
+                             rng.integers(0, 65535, (2, 16, 16), dtype=np.uint16)])
+    frames[0:4, 3, 5] = 16383
+    frames[4:8, 3, 5] = 16384
     path = tmp_path / "x_main_001.tif"
     with tifffile.TiffWriter(path) as tif:
         for i, f in enumerate(frames):
@@ -425,8 +431,8 @@ def test_scan_copies_evenly_spaced_pages_at_once_and_others_frame_by_frame(tmp_p
     with tifffile.TiffFile(path) as tif:
         offsets = np.array([[page.dataoffsets[0] for page in tif.pages]], np.int64)
     assert (len(set(np.diff(offsets[0]))) > 1) == uneven
-    block = raw.Block(0, 0, 0, np.ones(6, bool), (16, 16), [raw.FileRef(str(path), path.stat().st_size, "<u2")],
-                      np.zeros(6, np.int64), offsets)
+    block = raw.Block(0, 0, 0, np.ones(10, bool), (16, 16), [raw.FileRef(str(path), path.stat().st_size, "<u2")],
+                      np.zeros(10, np.int64), offsets)
     with block.frames() as frame:
         run = frame.run(0, 0, 4)
         assert (run is None) == uneven
@@ -438,7 +444,7 @@ def test_scan_copies_evenly_spaced_pages_at_once_and_others_frame_by_frame(tmp_p
     padded = np.concatenate([frames, np.zeros((2, 16, 16), np.uint16)])
     for k, slab in enumerate(slabs):  # (tile y, tile x, frame, y, x)
         np.testing.assert_array_equal(slab, padded[4 * k: 4 * k + 4].reshape(4, 2, 8, 2, 8).transpose(1, 3, 0, 2, 4))
-    assert len(slabs) == 2
+    assert len(slabs) == 3
     assert summary.crc[0].tolist() == [pixel_crc32c(f) for f in frames]
     np.testing.assert_array_equal(summary.sum[0], frames.sum(0, dtype=np.uint32))
     np.testing.assert_array_equal(summary.max[0], frames.max(0))
