@@ -285,7 +285,7 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
     _settle()
     row = _configuration(paths, fresh, workers=None, red=False, n=1, src=tarball)
     rows["runs"].append({**row, "source": f"tar.gz ({tarball.stat().st_size / 1e9:.2f} GB)"})
-    for workers in (None, 2):  # what a conversion of an archive larger than memory meets
+    for workers in (None, 1, 2):  # what a conversion of an archive larger than memory meets
         _settle()
         row = _configuration(paths, fresh, workers=workers, red=False, n=2, cold=True)
         rows["runs"].append({**row, "threads": threads_per_worker(workers) if workers else None, "cold": True,
