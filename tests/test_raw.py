@@ -835,6 +835,92 @@ def test_local_cluster_workers_are_forked_from_a_server_that_imported_the_tasks_
             assert _parent_command(list(run.client.run(os.getpid).values())[0]) == "this process"
 
 
+def _run_python(script: str, tmp_path: Path) -> str:
+    """Run ``script`` in a new Python process (no forkserver yet, unlike this one); its stdout."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_prestarted_forkserver_gives_workers_dasks_environment(tmp_path: Path) -> None:
+    """``prestart_workers`` starts the workers' forkserver ahead of the cluster, with the
+    environment a dask nanny gives a new worker (``PYTHONHASHSEED`` fixed, so every worker hashes
+    strings alike; the BLAS thread counts; no ``MALLOC_TRIM_THRESHOLD_``), leaving this process's
+    ``os.environ`` as it was; the cluster started after it forks its workers from that server."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("workers are forked from a forkserver on Linux only")
+    url = str(tmp_path / "w.zarr")
+    out = _run_python(f"""
+import json, os
+from multiprocessing import forkserver
+from pathlib import Path
+import dask
+from distributed import Nanny
+from sscxr_conversion import tasks
+
+before = dict(os.environ)
+assert tasks.prestart_workers({url!r}, workers=2)
+assert dict(os.environ) == before
+server = forkserver._forkserver._forkserver_pid
+environ = dict(e.split("=", 1) for e in Path(f"/proc/{{server}}/environ").read_text().split("\\0") if "=" in e)
+with dask.config.set({{tasks.TRIM: None}}):
+    nanny, ours = Nanny("tcp://127.0.0.1:1", nthreads=1).pre_spawn_env, tasks._pre_spawn_env()
+with tasks.runner({url!r}, None, workers=2) as run:
+    parents = [int(Path(f"/proc/{{pid}}/stat").read_text().rsplit(")", 1)[1].split()[1])
+               for pid in run.client.run(os.getpid).values()]
+    hashes = sorted(run.client.run(hash, "sscxr").values())
+print(json.dumps({{"server": server, "parents": parents, "environ": environ, "ours": ours,
+                  "nanny": nanny, "hashes": hashes}}))
+""", tmp_path)
+    got = __import__("json").loads(out.strip().splitlines()[-1])
+    assert got["parents"] == [got["server"]] * 2
+    assert got["ours"] == got["nanny"]  # what dask's own nanny computes, with runner's settings
+    env = got["environ"]
+    assert env["PYTHONHASHSEED"] == "6640" and env["OMP_NUM_THREADS"] == "1" and "MALLOC_TRIM_THRESHOLD_" not in env
+    import subprocess
+
+    seeded = subprocess.run([sys.executable, "-c", "print(hash('sscxr'))"], env={"PYTHONHASHSEED": "6640"},
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert got["hashes"] == [int(seeded)] * 2
+
+
+@pytest.mark.timeout(180)
+def test_convert_starts_the_workers_forkserver_before_it_reads_the_source(tmp_path: Path) -> None:
+    """``convert(..., workers=N)`` starts the forkserver first, so its imports overlap the
+    reading of the session ``.mat``; without ``workers`` it starts none."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("workers are forked from a forkserver on Linux only")
+    (tmp_path / "an197522_2013_03_08_session.mat").write_bytes(b"")
+    out = _run_python("""
+from multiprocessing import forkserver
+from sscxr_conversion import convert, pipeline
+
+def read_plan(*args, **kwargs):
+    print("running" if forkserver._forkserver._forkserver_pid is not None else "none")
+    raise KeyboardInterrupt
+
+pipeline.read_plan = read_plan
+for workers in (None, 2):
+    try:
+        convert("an197522_2013_03_08_session.mat", f"out{workers}.zarr", workers=workers, progress=False)
+    except KeyboardInterrupt:
+        pass
+""", tmp_path)
+    assert out.split() == ["none", "running"]
+
+
 def test_a_referenced_tiff_that_changed_or_vanished_is_a_clear_error(tmp_path: Path) -> None:
     """A task reading frames by reference checks the file is the one the driver indexed."""
     path = tmp_path / "x_main_001.tif"

@@ -26,7 +26,7 @@ from .readers._matfile import load_mat
 from .readers.ssc1 import SESSION_FILE, read_session
 from .source import is_tar, iter_members
 from .spec import ConversionSpec
-from .tasks import options_for, runner
+from .tasks import options_for, prestart_workers, runner
 
 if TYPE_CHECKING:
     from .raw import RawStep
@@ -141,6 +141,7 @@ def convert(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, 
     <ConversionResult ssc-1 -> an197522_2013_03_08.zarr: 7 groups written, ...>
     """
     spec = ConversionSpec.from_dict({**(spec or ConversionSpec()).to_dict(), "archive": detect_archive(src)})
+    prestart_workers(dest, workers=workers, scheduler=scheduler)  # their imports overlap the read
     early = None
     if spec.archive == "ssc-1" and not resume:  # dF/F goes to the store while the file inflates
         early = write.EarlyArrays(write.open_store(dest, storage_options, mode="w"), dest, spec, overwrite=overwrite)
