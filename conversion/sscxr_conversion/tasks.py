@@ -132,13 +132,16 @@ def prestart_workers(url: str, *, workers: int | None = None, scheduler: str | N
 
     with dask.config.set({TRIM: None}):  # as runner() starts its LocalCluster
         env = _pre_spawn_env()
-    before = dict(os.environ)
+    before = {key: os.environ.get(key) for key in env}
     try:
         os.environ.update(env)
         forkserver.ensure_running()
-    finally:
-        os.environ.clear()
-        os.environ.update(before)
+    finally:  # only what was changed: other threads may be reading the environment
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return True
 
 
