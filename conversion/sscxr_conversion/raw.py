@@ -366,10 +366,10 @@ def _add_summary(slab: np.ndarray, total: np.ndarray, top: np.ndarray, part_sum:
     summed shape.
 
     The max comes first: where it times the frames fits in 16 bits (pixels below 4096 in a
-    16-frame slab; the benchmark's frames stay below 1,500), the frames are summed in uint16, numpy's
-    same-type add, exactly, instead of widening every pixel to uint32 as it adds (a 16-frame
-    512 x 512 slab in cache: 1.2 -> 0.5 ms on this project's AMD VM); brighter slabs are summed
-    in uint32."""
+    16-frame slab; the benchmark's frames stay below 1,500), the frames are summed in uint16,
+    numpy's same-type add, exactly, instead of widening every pixel to uint32 as it adds (a
+    16-frame 512 x 512 slab in cache: 1.2 -> 0.5 ms on this project's AMD VM); brighter slabs
+    are summed in uint32."""
     np.maximum.reduce(slab, axis=2, out=part_max)
     if int(part_max.max(initial=0)) * slab.shape[2] <= np.iinfo(np.uint16).max:
         total += np.add.reduce(slab, axis=2, out=part_sum)

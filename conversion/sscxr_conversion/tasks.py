@@ -125,9 +125,14 @@ def prestart_workers(url: str, *, workers: int | None = None, scheduler: str | N
     """
     import os
 
-    if scheduler is not None or not workers or url.startswith("memory://") or not _forkserver():
+    if scheduler is not None or not workers or url.startswith("memory://"):
         return False
-    import dask
+    try:
+        import dask
+    except ImportError:  # runner() names what is missing
+        return False
+    if not _forkserver():
+        return False
     from multiprocessing import forkserver
 
     with dask.config.set({TRIM: None}):  # as runner() starts its LocalCluster
