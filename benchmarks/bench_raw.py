@@ -243,6 +243,8 @@ def _configuration(paths: list[Path], fresh: Iterator[str], *, workers: int | No
     """``n`` conversions of one configuration, after the baseline measured again next to them
     (the VM drifts): best seconds, all runs, the warm-cluster seconds, and the last store's size.
     ``cold``: the baseline and every conversion read the TIFFs from the disk."""
+    from sscxr_conversion.tasks import threads_per_worker
+
     near = min(read_tiffs_cold(paths) for _ in range(2)) if cold else best_of(lambda: read_tiffs(paths), 2)
     runs, work, again = [], [], []
     for _ in range(n):
@@ -261,14 +263,13 @@ def _configuration(paths: list[Path], fresh: Iterator[str], *, workers: int | No
           f"{near / min(runs):.0%} of tifffile ({near:.2f} s); without cluster start/stop {min(work):.2f} s "
           f"({near / min(work):.0%}); {f'next cluster in the process {min(again):.2f} s; ' if again else ''}"
           f"store {stored / 1e9:.2f} GB in {objects} objects", flush=True)
-    row = {"workers": workers, "red": red, "seconds": min(runs), "all": runs, "work": min(work),
-           "store_bytes": stored, "objects": objects, "tifffile_s": near}
+    row = {"workers": workers, "threads": threads_per_worker(workers) if workers else None, "red": red,
+           "seconds": min(runs), "all": runs, "work": min(work), "store_bytes": stored, "objects": objects,
+           "tifffile_s": near}
     return {**row, "next": min(again), "next_all": again} if again else row
 
 
 def throughput(paths: list[Path]) -> dict[str, Any]:
-    from sscxr_conversion.tasks import threads_per_worker
-
     size = sum(p.stat().st_size for p in paths)
     read_tiffs(paths)  # warm the page cache: every run below reads from memory
     base = best_of(lambda: read_tiffs(paths), 3)
@@ -280,7 +281,7 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
             if rows["runs"]:
                 _settle()
             row = _configuration(paths, fresh, workers=workers, red=red, n=3 if workers is None else 2)
-            rows["runs"].append({**row, "threads": threads_per_worker(workers) if workers else None, "source": "folder"})
+            rows["runs"].append({**row, "source": "folder"})
     tarball = make_tarball()
     _settle()
     row = _configuration(paths, fresh, workers=None, red=False, n=1, src=tarball)
@@ -288,8 +289,7 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
     for workers in (None, 1, 2):  # what a conversion of an archive larger than memory meets
         _settle()
         row = _configuration(paths, fresh, workers=workers, red=False, n=2, cold=True)
-        rows["runs"].append({**row, "threads": threads_per_worker(workers) if workers else None, "cold": True,
-                             "source": "folder, from disk"})
+        rows["runs"].append({**row, "cold": True, "source": "folder, from disk"})
     shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
     return rows
 

@@ -855,6 +855,8 @@ def test_prestarted_forkserver_gives_workers_dasks_environment(tmp_path: Path) -
     environment a dask nanny gives a new worker (``PYTHONHASHSEED`` fixed, so every worker hashes
     strings alike; the BLAS thread counts; no ``MALLOC_TRIM_THRESHOLD_``), leaving this process's
     ``os.environ`` as it was; the cluster started after it forks its workers from that server."""
+    import json
+    import subprocess
     import sys
 
     if not sys.platform.startswith("linux"):
@@ -882,13 +884,11 @@ with tasks.runner({url!r}, None, workers=2) as run:
 print(json.dumps({{"server": server, "parents": parents, "environ": environ, "ours": ours,
                   "nanny": nanny, "hashes": hashes}}))
 """, tmp_path)
-    got = __import__("json").loads(out.strip().splitlines()[-1])
+    got = json.loads(out.strip().splitlines()[-1])
     assert got["parents"] == [got["server"]] * 2
     assert got["ours"] == got["nanny"]  # what dask's own nanny computes, with runner's settings
     env = got["environ"]
     assert env["PYTHONHASHSEED"] == "6640" and env["OMP_NUM_THREADS"] == "1" and "MALLOC_TRIM_THRESHOLD_" not in env
-    import subprocess
-
     seeded = subprocess.run([sys.executable, "-c", "print(hash('sscxr'))"], env={"PYTHONHASHSEED": "6640"},
                             capture_output=True, text=True, check=True).stdout.strip()
     assert got["hashes"] == [int(seeded)] * 2

@@ -125,17 +125,18 @@ def prestart_workers(url: str, *, workers: int | None = None, scheduler: str | N
     """
     import os
 
-    if scheduler is not None or not workers or url.startswith("memory://"):
+    if scheduler is not None or not workers:
         return False
     try:
         import dask
     except ImportError:  # runner() names what is missing
         return False
-    if not _forkserver():
+    settings = _cluster_config(url)
+    if settings.get(START_METHOD) != "forkserver":
         return False
     from multiprocessing import forkserver
 
-    with dask.config.set({TRIM: None}):  # as runner() starts its LocalCluster
+    with dask.config.set(settings):  # as runner() starts its LocalCluster
         env = _pre_spawn_env()
     before = {key: os.environ.get(key) for key in env}
     try:
@@ -148,6 +149,17 @@ def prestart_workers(url: str, *, workers: int | None = None, scheduler: str | N
             else:
                 os.environ[key] = value
     return True
+
+
+def _cluster_config(url: str) -> dict[str, Any]:
+    """The dask settings :func:`runner` starts its LocalCluster for ``url`` with: workers without
+    ``MALLOC_TRIM_THRESHOLD_`` (see :func:`runner`), forked from the forkserver where
+    :func:`_forkserver` applies (not for a ``memory://`` store, whose cluster runs in this
+    process)."""
+    settings: dict[str, Any] = {TRIM: None}
+    if not url.startswith("memory://") and _forkserver():
+        settings[START_METHOD] = "forkserver"
+    return settings
 
 
 def _pre_spawn_env() -> dict[str, str]:
@@ -218,10 +230,7 @@ def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int 
         client, cluster = Client(scheduler), None
     else:
         in_process = url.startswith("memory://")  # a memory store lives in one process
-        settings: dict[str, Any] = {TRIM: None}  # see runner's docstring
-        if not in_process and _forkserver():
-            settings[START_METHOD] = "forkserver"
-        with dask.config.set(settings):
+        with dask.config.set(_cluster_config(url)):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker(workers or 1),
                                    processes=not in_process, dashboard_address=None)
         client = Client(cluster)
