@@ -463,6 +463,8 @@ def new_files(size: int, where: Path, file_size: int = 16 << 20) -> dict[str, fl
                     behind.written([str(folder / f"f{k}")], [fd])
             finally:
                 os.close(fd)
+        if behind is not None:
+            behind.flush()  # until all its advice is given, as when it was given in the writer's thread
         return time.perf_counter() - t0
 
     released = write(where / "behind", os.O_CREAT | os.O_TRUNC, WriteBehind())  # first: no memory freed before it

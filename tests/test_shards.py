@@ -300,24 +300,35 @@ def _write(path, size=4 << 20) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore / posix_fadvise as on Linux")
-def test_write_behind_releases_written_files_lag_calls_later(tmp_path):
+@pytest.mark.parametrize("background", [True, False])
+def test_write_behind_releases_written_files_lag_calls_later(tmp_path, background):
     """A written file stays cached until ``lag`` further blocks were written, then its pages
-    (clean by then) leave the page cache; the bytes are untouched."""
+    (clean by then) leave the page cache; the bytes are untouched. In the background the caller
+    may close its file descriptors as soon as :meth:`WriteBehind.written` returns."""
     control = tmp_path / "control"
     _write(control)
     os.sync()
     if _resident(control) < 0.9:
         pytest.skip(f"{tmp_path} does not keep written files in a page cache")
     a, b, c = (str(tmp_path / name) for name in "abc")
-    behind = WriteBehind(lag=2)
+    behind = WriteBehind(lag=2, background=background)
+
+    def written(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            behind.written([path], [fd])
+        finally:
+            os.close(fd)
+        behind.flush()
+
     _write(a)
-    behind.written([a])  # starts writeback: dirty pages are not dropped
-    os.sync()            # written back: clean, still cached
+    written(a)  # starts writeback: dirty pages are not dropped
+    os.sync()   # written back: clean, still cached
     _write(b)
-    behind.written([b])
+    written(b)
     assert _resident(a) > 0.9  # one call later: not yet due
     _write(c)
-    behind.written([c])
+    written(c)
     assert _resident(a) == 0  # two calls later: released
     assert _resident(control) > 0.9  # files not handed to it stay
     with open(a, "rb") as f:
@@ -325,6 +336,73 @@ def test_write_behind_releases_written_files_lag_calls_later(tmp_path):
     os.remove(b)
     behind.written([])  # a file deleted since (a store overwritten) is skipped
     behind.written([])
+    behind.flush()
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="WriteBehind does nothing without posix_fadvise")
+def test_write_behind_advises_on_its_own_thread_while_the_caller_goes_on(tmp_path, monkeypatch):
+    """The caller of :meth:`WriteBehind.written` does not wait for the advice (starting writeback
+    can block on the file system's allocation and the block layer's throttling): it is given on
+    the write-behind thread, in order, through duplicates of the caller's descriptors, which that
+    thread closes; :meth:`flush` waits for all of it. A forked child serves its own calls."""
+    import threading
+
+    release = threading.Event()
+    seen: list[tuple[str, str, bool]] = []
+
+    def advise(path: str, fd: int | None) -> None:
+        release.wait(10)
+        seen.append((threading.current_thread().name, os.path.basename(path), fd is not None and _is_open(fd)))
+
+    monkeypatch.setattr(shards, "_advise", advise)
+    behind = WriteBehind(lag=1)
+    paths = [str(tmp_path / name) for name in "ab"]
+    for path in paths:
+        _write(path, 4096)
+    fds = [os.open(path, os.O_RDONLY) for path in paths]
+    opened = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    behind.written(paths[:1], fds[:1])  # returns while the advice is blocked
+    behind.written(paths[1:], fds[1:])
+    for fd in fds:
+        os.close(fd)
+    assert seen == []
+    release.set()
+    behind.flush()
+    # each file advised through its (open) duplicate, then "a" again without one: it is lag=1 calls old
+    assert seen == [("sscxr-write-behind", "a", True), ("sscxr-write-behind", "b", True),
+                    ("sscxr-write-behind", "a", False)]
+    if opened is not None:  # the caller's two are closed, and so are their duplicates
+        assert len(os.listdir("/proc/self/fd")) == opened - len(fds)
+    if hasattr(os, "fork"):
+        pid = os.fork()
+        if pid == 0:  # the child: its calls are served by a thread of its own
+            code = 1
+            try:
+                seen.clear()
+                behind.written(paths[:1])
+                behind.flush()
+                code = 0 if seen == [("sscxr-write-behind", "a", False)] else 2
+            finally:
+                os._exit(code)
+        import signal
+        import time
+
+        deadline = time.monotonic() + 20
+        while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if status[0] == 0:  # a child waiting for its parent's thread waits for ever
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's flush did not return: no thread serves its calls")
+        assert os.waitstatus_to_exitcode(status[1]) == 0
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def test_part_sink_hands_a_local_store_s_closed_files_to_write_behind(tmp_path, monkeypatch):
