@@ -681,6 +681,8 @@ def report(results: dict[str, Any]) -> str:
              "\"warm cluster\" is a second conversion on that cluster (a conversion on a running cluster); "
              "\"next cluster\" is a conversion on a new LocalCluster in the same process (a notebook's next "
              "`convert(..., workers=N)`: the workers' forkserver is running by then), start and stop included. "
+             "`sscxr convert --raw --workers N` runs the raw step on the cluster it started for the session's "
+             "`.mat` tasks, after them: its raw step meets a warm cluster. "
              "\"vs tifffile\" divides by the baseline measured again just before that row's runs "
              "(its own column): this VM's speed drifts by 10% and more within a benchmark. "
              "The TIFFs are in the page cache (read from memory), the harder comparison for a conversion, "
