@@ -374,16 +374,17 @@ def test_write_behind_advises_on_its_own_thread_while_the_caller_goes_on(tmp_pat
     if opened is not None:  # the caller's two are closed, and so are their duplicates
         assert len(os.listdir("/proc/self/fd")) == opened - len(fds)
     if hasattr(os, "fork"):
-        pid = os.fork()
-        if pid == 0:  # the child: its calls are served by a thread of its own
-            code = 1
-            try:
-                seen.clear()
-                behind.written(paths[:1])
-                behind.flush()
-                code = 0 if seen == [("sscxr-write-behind", "a", False)] else 2
-            finally:
-                os._exit(code)
+        with behind.lock:  # held, as by its thread, at the moment the process forks
+            pid = os.fork()
+            if pid == 0:  # the child: its calls are served by a thread of its own
+                code = 1
+                try:
+                    seen.clear()
+                    behind.written(paths[:1])
+                    behind.flush()
+                    code = 0 if seen == [("sscxr-write-behind", "a", False)] else 2
+                finally:
+                    os._exit(code)
         import signal
         import time
 
@@ -393,7 +394,7 @@ def test_write_behind_advises_on_its_own_thread_while_the_caller_goes_on(tmp_pat
         if status[0] == 0:  # a child waiting for its parent's thread waits for ever
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            pytest.fail("the forked child's flush did not return: no thread serves its calls")
+            pytest.fail("the forked child's calls did not return: its parent's lock, or no thread to serve them")
         assert os.waitstatus_to_exitcode(status[1]) == 0
 
 

@@ -33,6 +33,7 @@ import itertools
 import os
 import queue
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -329,6 +330,8 @@ class WriteBehind:
     and a block task used to wait there ~0.15 s per 2.2 GB field of view (``docs/raw.md``). The
     caller's file descriptors are duplicated for that thread; at most ``backlog`` blocks wait
     for it, beyond which :meth:`written` waits. :meth:`flush` waits until all advice is given.
+    The thread lives as long as the process (one per instance; conversions share
+    :data:`WRITE_BEHIND`); a forked child starts its own, with a new lock.
 
     >>> behind = WriteBehind(lag=2)
     >>> behind.written(["/tmp/store.zarr/raw/c/0/0/0/0"])  # doctest: +SKIP
@@ -339,8 +342,15 @@ class WriteBehind:
         self.lag, self.background, self.backlog = lag, background, backlog
         self.pending: deque[list[str]] = deque()
         self.lock = threading.Lock()
-        self._queue: queue.Queue[tuple[list[str], list[int] | None]] | None = None
-        self._pid = 0  # the process whose thread serves _queue (a forked child starts its own)
+        self._queue: queue.Queue[tuple[list[str], list[int] | None]] | None = None  # served by a thread
+        _INSTANCES.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (the parent's may have been held by its thread, which the
+        child does not have) and no queue, so the child's first call starts a thread of its own."""
+        self.lock = threading.Lock()
+        self._queue = None
+        self.pending.clear()  # the parent's files: not the child's to release
 
     def written(self, paths: list[str], fds: list[int] | None = None) -> None:
         """Start writeback of ``paths`` (through ``fds`` when they are still open) and release the
@@ -355,14 +365,13 @@ class WriteBehind:
 
     def flush(self) -> None:
         """Wait until the advice for every file handed to :meth:`written` so far has been given."""
-        if self._queue is not None and self._pid == os.getpid():
+        if self._queue is not None:
             self._queue.join()
 
     def _served(self) -> queue.Queue[tuple[list[str], list[int] | None]]:
         with self.lock:
-            if self._queue is None or self._pid != os.getpid():
-                self._queue, self._pid = queue.Queue(self.backlog), os.getpid()
-                self.pending.clear()  # a forked child's copy of its parent's files: not its own
+            if self._queue is None:
+                self._queue = queue.Queue(self.backlog)
                 threading.Thread(target=self._serve, args=(self._queue,), name="sscxr-write-behind",
                                  daemon=True).start()
             return self._queue
@@ -391,6 +400,18 @@ class WriteBehind:
         for old in due:
             for path in old:
                 _advise(path, None)
+
+
+_INSTANCES: weakref.WeakSet[WriteBehind] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for behind in list(_INSTANCES):
+        behind._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _advise(path: str, fd: int | None) -> None:
