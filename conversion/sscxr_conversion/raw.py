@@ -264,8 +264,6 @@ class Block:
         total = np.zeros((self.n_channels, ty, tx, cy, cx), np.uint32)
         top = np.zeros((self.n_channels, ty, tx, cy, cx), np.uint16)
         slab = _scratch((ty, tx, frames, cy, cx), np.dtype("<u2"))  # this thread's: no page faults per block
-        part_sum = _scratch((ty, tx, cy, cx), np.dtype(np.uint16), "sum")
-        part_max = _scratch((ty, tx, cy, cx), np.dtype(np.uint16), "max")
         with self.frames() as frame:
             for c in range(self.n_channels):
                 for k0 in range(0, n, frames):
@@ -286,7 +284,7 @@ class Block:
                             slab[:, :, j] = pixels.reshape(ty, cy, tx, cx).transpose(0, 2, 1, 3)
                             del pixels
                     slab[:, :, k1 - k0:] = 0
-                    _add_summary(slab, total[c], top[c], part_sum, part_max)
+                    _add_summary(slab, total[c], top[c])
                     if on_slab is not None:
                         on_slab(c, k0 // frames, slab)
         untile = (0, 1, 3, 2, 4)  # (channel, y tile, x tile, y, x) -> (channel, y, x)
@@ -359,22 +357,20 @@ class _Pages:
 _SCRATCH = threading.local()
 
 
-def _add_summary(slab: np.ndarray, total: np.ndarray, top: np.ndarray, part_sum: np.ndarray,
-                 part_max: np.ndarray) -> None:
+def _add_summary(slab: np.ndarray, total: np.ndarray, top: np.ndarray) -> None:
     """Add a ``(tile_y, tile_x, frames, *tile)`` slab's sum over its frames to ``total``
-    (uint32) and its max to ``top``; ``part_sum`` and ``part_max`` are uint16 scratch of the
-    summed shape.
+    (uint32) and its max to ``top`` (uint16), through this thread's scratch buffers.
 
     The max comes first: where it times the frames fits in 16 bits (pixels below 4096 in a
     16-frame slab; the benchmark's frames stay below 1,500), the frames are summed in uint16,
     numpy's same-type add, exactly, instead of widening every pixel to uint32 as it adds (a
     16-frame 512 x 512 slab in cache: 1.2 -> 0.5 ms on this project's AMD VM); brighter slabs
     are summed in uint32."""
-    np.maximum.reduce(slab, axis=2, out=part_max)
+    part_max = np.maximum.reduce(slab, axis=2, out=_scratch(total.shape, np.dtype(np.uint16), "max"))
     if int(part_max.max(initial=0)) * slab.shape[2] <= np.iinfo(np.uint16).max:
-        total += np.add.reduce(slab, axis=2, out=part_sum)
+        total += np.add.reduce(slab, axis=2, out=_scratch(total.shape, np.dtype(np.uint16), "sum"))
     else:
-        total += np.add.reduce(slab, axis=2, dtype=np.uint32, out=_scratch(part_sum.shape, np.dtype(np.uint32)))
+        total += np.add.reduce(slab, axis=2, dtype=np.uint32, out=_scratch(total.shape, np.dtype(np.uint32)))
     np.maximum(top, part_max, out=top)
 
 
