@@ -9,7 +9,8 @@ On a synthetic raw FOV at real frame size (3 planes x 7 files x 100 frames x 2 c
 1. reading every TIFF with ``tifffile.imread`` (the baseline) vs the raw conversion
    (``RawStep``, green only and ``--red``) with local threads, ``--workers 1`` and ``--workers 2``;
    and (``large``) green with local threads, ``--workers 1`` and ``--workers 2`` on a 4x larger field of view
-   (8.8 GB, also kept in ``benchmarks/.work``), nearer a real one's ~12 GB;
+   (8.8 GB, also kept in ``benchmarks/.work``), nearer a real one's ~12 GB; and (``paired``) the
+   baseline and the three runners interleaved in rounds under the same conditions;
 2. chunk layouts (shard and inner chunk shapes): write throughput, and on a local SeaweedFS S3
    server the time to read one frame and one 16 x 16 pixel tile over all time, and objects;
 3. one frame and one tile over all time from the converted store vs from the TIFFs, on S3;
@@ -146,6 +147,16 @@ def read_tiffs_cold(paths: list[Path]) -> float:
     return time.perf_counter() - t0
 
 
+def _prepared(target: str, spec: Any) -> tuple[Any, dict[str, Any], set[str]]:
+    """A new store at ``target`` ready for the raw step (not timed): store, attrs, done groups."""
+    from sscxr_conversion import write
+
+    shutil.rmtree(target, ignore_errors=True)
+    store = write.open_store(target, None, mode="w")
+    attrs = {"archive": "ssc-1", "provenance": {"sources": [], "warnings": [], "spec": spec.to_dict()}}
+    return store, attrs, write.prepare(store, target, overwrite=True, resume=False, attrs=attrs)
+
+
 def convert_fov(url: str, *, red: bool, workers: int | None, layout: Any = None, src: Path = FOV,
                 timing: dict[str, float] | None = None, files: int = FILES, warm: bool = True,
                 cold: bool = False) -> float:
@@ -168,10 +179,7 @@ def convert_fov(url: str, *, red: bool, workers: int | None, layout: Any = None,
     groups = fov_groups(files)
 
     def prepared(target: str) -> tuple[Any, dict[str, Any], set[str]]:
-        shutil.rmtree(target, ignore_errors=True)
-        store = write.open_store(target, None, mode="w")
-        attrs = {"archive": "ssc-1", "provenance": {"sources": [], "warnings": [], "spec": spec.to_dict()}}
-        return store, attrs, write.prepare(store, target, overwrite=True, resume=False, attrs=attrs)
+        return _prepared(target, spec)
 
     def convert(target: str, run: Any, prep: tuple[Any, dict[str, Any], set[str]]) -> None:
         store, attrs, done = prep
@@ -292,6 +300,76 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
         rows["runs"].append({**row, "cold": True, "source": "folder, from disk"})
     shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
     return rows
+
+
+PAUSE = 3.0  # s before each run of `paired`: longer than the 2 s after which this VM reports freed memory
+
+
+def paired(paths: list[Path], rounds: int = 5, pause: float = PAUSE, seed: int = 0) -> dict[str, Any]:
+    """The baseline and the conversions under the same conditions: ``rounds`` rounds, each running
+    ``tifffile`` and a green conversion with local threads, one warm worker and two warm workers
+    (both clusters started once, in this process) in a shuffled order, every run after
+    ``os.sync()`` and ``pause`` seconds; a first round warms every runner up and is not counted.
+
+    Section 1's baseline is tifffile's best of two back-to-back reads, and its second read reuses
+    the memory the first has just freed. On a VM that hands freed memory back to its host (free
+    page reporting, as this project's VMs do), that memory is fresh again ~2 s later: tifffile
+    spends about half its time zeroing the pages of its new arrays, and that time depends on
+    whether the host still backs them. ``baseline`` measures this directly: pairs of reads, one
+    right after a read and one after ``pause``."""
+    import random
+
+    from sscxr_conversion import raw
+    from sscxr_conversion.spec import ConversionSpec
+    from sscxr_conversion.tasks import runner
+    from contextlib import ExitStack
+
+    def timed(fn: Any) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    read_tiffs(paths)
+    sensitivity: dict[str, list[float]] = {"right after a read": [], f"after {pause:g} s": []}
+    for _ in range(3):
+        read_tiffs(paths)
+        sensitivity["right after a read"].append(timed(lambda: read_tiffs(paths)))
+        time.sleep(pause)
+        sensitivity[f"after {pause:g} s"].append(timed(lambda: read_tiffs(paths)))
+    print("tifffile:", {k: [round(x, 2) for x in v] for k, v in sensitivity.items()}, flush=True)
+
+    spec = ConversionSpec(archive="ssc-1", raw=True, red=False, video=False)
+    groups = fov_groups()
+    runners = {"local threads": None, "--workers 1": 1, "--workers 2": 2}
+    seconds: dict[str, list[float]] = {name: [] for name in ["tifffile", *runners]}
+    order_log: list[list[str]] = []
+    fresh = (str(WORK / "raw_runs" / f"paired{k}.zarr") for k in itertools.count())
+    rng = random.Random(seed)
+    with ExitStack() as stack:
+        live = {name: stack.enter_context(runner(str(WORK / "raw_runs" / "paired"), None, workers=w))
+                for name, w in runners.items()}
+        for i in range(rounds + 1):
+            order = list(seconds)
+            rng.shuffle(order)
+            for name in order:
+                job: Any
+                if name == "tifffile":
+                    job = lambda: read_tiffs(paths)  # noqa: E731
+                else:
+                    url = next(fresh)
+                    store, attrs, done = _prepared(url, spec)
+                    step = raw.RawStep(FOV, groups, spec, raw.LAYOUT)
+                    job = lambda: step(store, url, live[name], done, attrs, [])  # noqa: E731
+                os.sync()
+                time.sleep(pause)
+                took = timed(job)
+                if i:
+                    seconds[name].append(took)
+                print(f"paired round {i}: {name} {took:.2f} s", flush=True)
+            if i:
+                order_log.append(order)
+    shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
+    return {"rounds": rounds, "pause_s": pause, "seconds": seconds, "orders": order_log, "baseline": sensitivity}
 
 
 LARGE_FILES = 4 * FILES  # 8.8 GB of TIFF: nearer a real field of view (~12 GB, FORMATS.md)
@@ -701,6 +779,7 @@ def report(results: dict[str, Any]) -> str:
                      f"**{r['seconds']:.2f}** ({runs}) | {size / r['seconds'] / 1e6:.0f} | {near:.2f} | "
                      f"**{near / r['seconds']:.0%}** | {_cluster_cell(r, 'work', near)} | "
                      f"{_cluster_cell(r, 'next', near)} | {r['store_bytes'] / 1e9:.2f} | {r['objects']} |")
+    lines += _paired_lines(results.get("paired"), size)
     big = results.get("large")
     if big:
         lines += ["", f"The same conversion on a field of view {LARGE_FILES // FILES}x as large "
@@ -777,6 +856,40 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _paired_lines(p: dict[str, Any] | None, size: int) -> list[str]:
+    """Section 1's "same conditions" table (:func:`paired`); nothing before it was run."""
+    if not p:
+        return []
+    import statistics
+
+    sec, pause = p["seconds"], p["pause_s"]
+    base = statistics.median(sec["tifffile"])
+    sens = p["baseline"]
+    lines = ["", f"### The same conditions for baseline and conversions ({p['rounds']} interleaved rounds)", "",
+             "In each round, `tifffile` and a green conversion with each runner (the clusters started once and "
+             f"warm) run in a shuffled order, every run after `os.sync()` and a {pause:g} s pause; a first "
+             "round warms everything up and is not counted. This is the comparison of a conversion with "
+             "just reading the TIFFs, made alike for both. The table above divides by tifffile's best of two "
+             "back-to-back reads instead, whose second read reuses the memory the first has just freed: "
+             "on this VM, which hands freed memory back to its host after ~2 s (free page reporting), "
+             "tifffile read the field of view in "
+             + ", ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)} s" for k, v in sens.items())
+             + " (it spends about half its time zeroing the pages of its new arrays).", "",
+             "| runner | seconds, median (runs) | MB/s of TIFF | vs tifffile: ratio of medians | "
+             "vs tifffile within a round: median (range) |", "|---|---|---|---|---|"]
+    for name, runs in sec.items():
+        med = statistics.median(runs)
+        if name == "tifffile":
+            lines.append(f"| tifffile (the baseline) | **{med:.2f}** ({', '.join(f'{x:.2f}' for x in runs)}) | "
+                         f"{size / med / 1e6:.0f} | | |")
+            continue
+        within = [b / r for b, r in zip(sec["tifffile"], runs)]
+        lines.append(f"| {name}{' (warm cluster)' if name.startswith('--') else ''} | **{med:.2f}** "
+                     f"({', '.join(f'{x:.2f}' for x in runs)}) | {size / med / 1e6:.0f} | **{base / med:.0%}** | "
+                     f"{statistics.median(within):.0%} ({min(within):.0%}-{max(within):.0%}) |")
+    return lines
+
+
 def _cluster_cell(row: dict[str, Any], key: str, near: float) -> str:
     """A "warm cluster" (``work``) or "next cluster" (``next``) cell: seconds and ratio to the
     baseline; empty for local threads (no cluster) and for results from before that column."""
@@ -792,7 +905,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--skip-s3", action="store_true")
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--only", default="throughput,large,layouts,remote,video")
+    ap.add_argument("--only", default="throughput,paired,large,layouts,remote,video")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # convert_fresh's child
     args = ap.parse_args()
     if args.one:
@@ -809,6 +922,8 @@ def main() -> None:
     try:
         if "throughput" in only:
             results["throughput"] = throughput(paths)
+        if "paired" in only:
+            results["paired"] = paired(paths)
         if "large" in only:
             results["large"] = large_fov()
         if "layouts" in only:
