@@ -329,6 +329,7 @@ def paired(paths: list[Path], rounds: int = 5, pause: float = PAUSE, seed: int =
         fn()
         return time.perf_counter() - t0
 
+    _settle()  # after the deletions of an earlier section, as before every configuration
     read_tiffs(paths)
     sensitivity: dict[str, list[float]] = {"right after a read": [], f"after {pause:g} s": []}
     for _ in range(3):
