@@ -178,15 +178,12 @@ def convert_fov(url: str, *, red: bool, workers: int | None, layout: Any = None,
     spec = ConversionSpec(archive="ssc-1", raw=True, red=red, video=False)
     groups = fov_groups(files)
 
-    def prepared(target: str) -> tuple[Any, dict[str, Any], set[str]]:
-        return _prepared(target, spec)
-
     def convert(target: str, run: Any, prep: tuple[Any, dict[str, Any], set[str]]) -> None:
         store, attrs, done = prep
         raw.RawStep(src, groups, spec, layout or raw.LAYOUT)(store, target, run, done, attrs, [])
 
-    first = prepared(url)
-    second = prepared(url + ".warm") if workers and warm else None
+    first = _prepared(url, spec)
+    second = _prepared(url + ".warm", spec) if workers and warm else None
     tiffs = sorted(src.rglob("*.tif")) if cold else []
     os.sync()  # no backlog of the previous runs' dirty pages: each run starts alike (not timed)
     evict(tiffs)
