@@ -313,7 +313,8 @@ def paired(paths: list[Path], rounds: int = 5, pause: float = PAUSE, seed: int =
     page reporting, as this project's VMs do), that memory is fresh again ~2 s later: tifffile
     spends about half its time zeroing the pages of its new arrays, and that time depends on
     whether the host still backs them. ``baseline`` measures this directly: pairs of reads, one
-    right after a read and one after ``pause``."""
+    right after a read and one after ``pause``; ``conversion`` the same for a conversion on local
+    threads, which reuses its memory within a run and gains little back to back."""
     import random
 
     from sscxr_conversion import raw
@@ -343,21 +344,32 @@ def paired(paths: list[Path], rounds: int = 5, pause: float = PAUSE, seed: int =
     order_log: list[list[str]] = []
     fresh = (str(WORK / "raw_runs" / f"paired{k}.zarr") for k in itertools.count())
     rng = random.Random(seed)
+
+    def converting(name: str) -> Any:
+        url = next(fresh)
+        store, attrs, done = _prepared(url, spec)
+        step = raw.RawStep(FOV, groups, spec, raw.LAYOUT)
+        return lambda: step(store, url, live[name], done, attrs, [])
+
     with ExitStack() as stack:
         live = {name: stack.enter_context(runner(str(WORK / "raw_runs" / "paired"), None, workers=w))
                 for name, w in runners.items()}
+        again: dict[str, list[float]] = {"right after a conversion": [], f"after {pause:g} s": []}
+        for _ in range(3):  # the same test for a conversion (local threads): what it gains back to back
+            timed(converting("local threads"))
+            job = converting("local threads")
+            os.sync()
+            again["right after a conversion"].append(timed(job))
+            job = converting("local threads")
+            os.sync()
+            time.sleep(pause)
+            again[f"after {pause:g} s"].append(timed(job))
+        print("local threads:", {k: [round(x, 2) for x in v] for k, v in again.items()}, flush=True)
         for i in range(rounds + 1):
             order = list(seconds)
             rng.shuffle(order)
             for name in order:
-                job: Any
-                if name == "tifffile":
-                    job = lambda: read_tiffs(paths)  # noqa: E731
-                else:
-                    url = next(fresh)
-                    store, attrs, done = _prepared(url, spec)
-                    step = raw.RawStep(FOV, groups, spec, raw.LAYOUT)
-                    job = lambda: step(store, url, live[name], done, attrs, [])  # noqa: E731
+                job = (lambda: read_tiffs(paths)) if name == "tifffile" else converting(name)
                 os.sync()
                 time.sleep(pause)
                 took = timed(job)
@@ -367,7 +379,8 @@ def paired(paths: list[Path], rounds: int = 5, pause: float = PAUSE, seed: int =
             if i:
                 order_log.append(order)
     shutil.rmtree(WORK / "raw_runs", ignore_errors=True)
-    return {"rounds": rounds, "pause_s": pause, "seconds": seconds, "orders": order_log, "baseline": sensitivity}
+    return {"rounds": rounds, "pause_s": pause, "seconds": seconds, "orders": order_log, "baseline": sensitivity,
+            "conversion": again}
 
 
 LARGE_FILES = 4 * FILES  # 8.8 GB of TIFF: nearer a real field of view (~12 GB, FORMATS.md)
@@ -872,7 +885,10 @@ def _paired_lines(p: dict[str, Any] | None, size: int) -> list[str]:
              "on this VM, which hands freed memory back to its host after ~2 s (free page reporting), "
              "tifffile read the field of view in "
              + ", ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)} s" for k, v in sens.items())
-             + " (it spends about half its time zeroing the pages of its new arrays).", "",
+             + " (it spends about half its time zeroing the pages of its new arrays)"
+             + ("; a conversion on local threads, which reuses its memory within a run: "
+                + ", ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)} s" for k, v in p["conversion"].items())
+                if "conversion" in p else "") + ".", "",
              "| runner | seconds, median (runs) | MB/s of TIFF | vs tifffile: ratio of medians | "
              "vs tifffile within a round: median (range) |", "|---|---|---|---|---|"]
     for name, runs in sec.items():
@@ -881,7 +897,7 @@ def _paired_lines(p: dict[str, Any] | None, size: int) -> list[str]:
             lines.append(f"| tifffile (the baseline) | **{med:.2f}** ({', '.join(f'{x:.2f}' for x in runs)}) | "
                          f"{size / med / 1e6:.0f} | | |")
             continue
-        within = [b / r for b, r in zip(sec["tifffile"], runs)]
+        within = [b / r for b, r in zip(sec["tifffile"], runs, strict=True)]
         lines.append(f"| {name}{' (warm cluster)' if name.startswith('--') else ''} | **{med:.2f}** "
                      f"({', '.join(f'{x:.2f}' for x in runs)}) | {size / med / 1e6:.0f} | **{base / med:.0%}** | "
                      f"{statistics.median(within):.0%} ({min(within):.0%}-{max(within):.0%}) |")
