@@ -327,15 +327,22 @@ def paired(paths: list[Path], rounds: int = 5, pause: float = PAUSE, seed: int =
         fn()
         return time.perf_counter() - t0
 
+    def back_to_back(make: Any, what: str, pairs: int = 3) -> dict[str, list[float]]:
+        """Seconds of a ``make()`` job run right after another, and of one run after ``pause``."""
+        out: dict[str, list[float]] = {f"right after {what}": [], f"after {pause:g} s": []}
+        for _ in range(pairs):
+            timed(make())
+            for key, wait in zip(out, (0.0, pause), strict=True):
+                job = make()
+                os.sync()
+                time.sleep(wait)
+                out[key].append(timed(job))
+        print(f"{what}:", {k: [round(x, 2) for x in v] for k, v in out.items()}, flush=True)
+        return out
+
     _settle()  # after the deletions of an earlier section, as before every configuration
     read_tiffs(paths)
-    sensitivity: dict[str, list[float]] = {"right after a read": [], f"after {pause:g} s": []}
-    for _ in range(3):
-        read_tiffs(paths)
-        sensitivity["right after a read"].append(timed(lambda: read_tiffs(paths)))
-        time.sleep(pause)
-        sensitivity[f"after {pause:g} s"].append(timed(lambda: read_tiffs(paths)))
-    print("tifffile:", {k: [round(x, 2) for x in v] for k, v in sensitivity.items()}, flush=True)
+    sensitivity = back_to_back(lambda: lambda: read_tiffs(paths), "a read")
 
     spec = ConversionSpec(archive="ssc-1", raw=True, red=False, video=False)
     groups = fov_groups()
@@ -354,17 +361,7 @@ def paired(paths: list[Path], rounds: int = 5, pause: float = PAUSE, seed: int =
     with ExitStack() as stack:
         live = {name: stack.enter_context(runner(str(WORK / "raw_runs" / "paired"), None, workers=w))
                 for name, w in runners.items()}
-        again: dict[str, list[float]] = {"right after a conversion": [], f"after {pause:g} s": []}
-        for _ in range(3):  # the same test for a conversion (local threads): what it gains back to back
-            timed(converting("local threads"))
-            job = converting("local threads")
-            os.sync()
-            again["right after a conversion"].append(timed(job))
-            job = converting("local threads")
-            os.sync()
-            time.sleep(pause)
-            again[f"after {pause:g} s"].append(timed(job))
-        print("local threads:", {k: [round(x, 2) for x in v] for k, v in again.items()}, flush=True)
+        again = back_to_back(lambda: converting("local threads"), "a conversion")  # what it gains back to back
         for i in range(rounds + 1):
             order = list(seconds)
             rng.shuffle(order)
