@@ -7,10 +7,12 @@ verification); tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import SscxrError
 
@@ -29,6 +31,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sscxr {args.command}: interrupted; rerun with --resume to finish", file=sys.stderr)
         return 130
+
+
+def run() -> NoReturn:
+    """The console script: :func:`main`, then exit with its status.
+
+    A command that used obstore (S3, see :mod:`sscxr.io`) ends without the interpreter's
+    finalization: the exit handlers run (``atexit``), the output is flushed, and the process
+    exits (``os._exit``). obstore delivers each result from a thread of its own runtime, which
+    calls back into Python (``loop.call_soon_threadsafe``) and takes the GIL again after waking
+    the loop; when that happens after the interpreter has started finalizing, Python before 3.14
+    ends the thread with ``pthread_exit``, which cannot unwind through Rust frames: the process
+    aborts (SIGABRT, "Fatal Python error: Aborted") after the command has done all its work.
+    Seen in 6 of 50 ``sscxr convert ... s3://`` runs on a loaded 2-core machine
+    (python/cpython#87135; PyO3/pyo3#4874).
+    """
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's --help and usage errors
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    if "obstore" not in sys.modules:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what finalization would run first: zarr's loop, logging, finalizers
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -165,4 +192,4 @@ def _catalog_list(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -81,3 +82,38 @@ def test_convert_to_s3_leaks_no_secret(session, moto_server, moto_bucket):
     assert secret not in info and "complete" in info
     assert "every value matches" in sscxr("verify", str(session.mat_path), url, "--storage-options",
                                           json.dumps(opts)).stdout
+
+
+def test_info_and_verify_of_a_missing_or_foreign_store_say_so(session, tmp_path):
+    import zarr
+
+    missing = str(tmp_path / "nowhere.zarr")
+    for args in (("info", missing), ("verify", str(session.mat_path), missing)):
+        proc = sscxr(*args, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert f"sscxr {args[0]}: error: no zarr store at {missing}" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    foreign = tmp_path / "foreign.zarr"
+    zarr.open_group(foreign, mode="w")
+    proc = sscxr("verify", str(session.mat_path), str(foreign), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "root attrs: no provenance.spec: this is not a store sscxr convert wrote" in proc.stderr
+
+
+@pytest.mark.parametrize(("argv", "status", "stream", "expect"), [
+    (["catalog", "list"], 0, "stdout", "an197522_2013_03_08"),
+    (["info", "/nonexistent/x.zarr"], 2, "stderr", "sscxr info: error: no zarr store at /nonexistent/x.zarr"),
+])
+def test_a_command_that_used_obstore_exits_through_its_exit_handlers(argv, status, stream, expect):
+    """Once obstore is loaded, ``run`` ends the process without the interpreter's finalization,
+    where a callback from obstore's runtime threads can abort it (``sscxr.cli.run``). The exit
+    handlers still run, all output arrives, and the status is the command's."""
+    pytest.importorskip("obstore")
+    code = ("import atexit; atexit.register(print, 'exit handlers ran'); "  # the first registered runs last:
+            "import sys, obstore; from sscxr import cli; "  # nothing flushes its line but run() itself
+            f"sys.argv = ['sscxr', *{argv!r}]; cli.run()")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe buffers, as a user's does
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == status, proc.stderr
+    assert expect in getattr(proc, stream)
+    assert proc.stdout.rstrip().endswith("exit handlers ran")
