@@ -16,9 +16,13 @@ def describe_store(url: str, *, storage_options: Mapping[str, Any] | None = None
     an197522_2013_03_08.zarr  [ssc-1, complete, version 3f2a...]
     ...
     """
-    from .io import make_store
+    from .io import make_store, storage_errors
 
-    root = zarr.open_group(make_store(url, storage_options), mode="r")
+    with storage_errors(url, storage_options):  # a wrong URL or a refusal: one clear error
+        return _describe(url, zarr.open_group(make_store(url, storage_options), mode="r"))
+
+
+def _describe(url: str, root: zarr.Group) -> str:
     attrs = root.attrs.asdict()
     lines = [f"{url}  [{attrs.get('archive', '?')}, {attrs.get('sscxr_status', '?')}, "
              f"version {attrs.get('content_version', '-')}]"]

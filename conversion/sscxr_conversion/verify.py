@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sscxr.errors import VerificationError
+from sscxr.errors import SchemaError, VerificationError
+from sscxr.io import storage_errors
 
 from . import write
 from .pipeline import detect_archive, read_plan
@@ -24,9 +25,14 @@ def verify(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, A
     them all when there are any and ``raise_on_mismatch``. Tasks are built one at a time, so
     verifying holds one task's groups in memory, as converting does.
     """
-    store = write.open_store(dest, storage_options, mode="r")
-    root = xr.open_zarr(store, consolidated=False, zarr_format=3)
-    spec = ConversionSpec.from_dict({**root.attrs["provenance"]["spec"], "archive": detect_archive(src)})
+    with storage_errors(dest, storage_options):  # a wrong URL or a refusal: one clear error
+        store = write.open_store(dest, storage_options, mode="r")
+        root = xr.open_zarr(store, consolidated=False, zarr_format=3)
+    provenance = root.attrs.get("provenance")
+    recorded = provenance.get("spec") if isinstance(provenance, Mapping) else None
+    if not isinstance(recorded, Mapping):
+        raise SchemaError(["root attrs: no provenance.spec: this is not a store sscxr convert wrote"], where=dest)
+    spec = ConversionSpec.from_dict({**recorded, "archive": detect_archive(src)})
     plan = read_plan(src, spec)
     raw = plan.raw.verify(store, plan.attrs) if plan.raw is not None else []  # frames, videos; adds the tarball
     problems = _compare_sources(plan.attrs, root.attrs) + raw
