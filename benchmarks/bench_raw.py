@@ -299,7 +299,7 @@ def throughput(paths: list[Path]) -> dict[str, Any]:
     return rows
 
 
-PAUSE = 3.0  # s before each run of `paired`: longer than the 2 s after which this VM reports freed memory
+PAUSE = 3.0  # s before each run of `paired`: longer than the 2 s delay before this VM's kernel reports freed memory
 
 
 def paired(paths: list[Path], rounds: int = 5, pause: float = PAUSE, seed: int = 0) -> dict[str, Any]:
@@ -309,12 +309,12 @@ def paired(paths: list[Path], rounds: int = 5, pause: float = PAUSE, seed: int =
     ``os.sync()`` and ``pause`` seconds; a first round warms every runner up and is not counted.
 
     Section 1's baseline is tifffile's best of two back-to-back reads, and its second read reuses
-    the memory the first has just freed. On a VM that hands freed memory back to its host (free
-    page reporting, as this project's VMs do), that memory is fresh again ~2 s later: tifffile
-    spends about half its time zeroing the pages of its new arrays, and that time depends on
-    whether the host still backs them. ``baseline`` measures this directly: pairs of reads, one
-    right after a read and one after ``pause``; ``conversion`` the same for a conversion on local
-    threads, which reuses its memory within a run and gains little back to back."""
+    the memory the first has just freed. tifffile spends about half its time zeroing the pages of
+    its new arrays, and on a VM that reports freed memory to its host (free page reporting, as
+    this project's VMs do) that costs more when the host must supply the pages again: after other
+    work, and sometimes after a pause alone. ``baseline`` records pairs of reads, one right after
+    a read and one after ``pause``; ``conversion`` the same for a conversion on local threads,
+    which reuses its memory within a run and gains little back to back."""
     import random
 
     from sscxr_conversion import raw
@@ -878,11 +878,12 @@ def _paired_lines(p: dict[str, Any] | None, size: int) -> list[str]:
              f"warm) run in a shuffled order, every run after `os.sync()` and a {pause:g} s pause; a first "
              "round warms everything up and is not counted. This is the comparison of a conversion with "
              "just reading the TIFFs, made alike for both. The table above divides by tifffile's best of two "
-             "back-to-back reads instead, whose second read reuses the memory the first has just freed: "
-             "on this VM, which hands freed memory back to its host after ~2 s (free page reporting), "
-             "tifffile read the field of view in "
+             "back-to-back reads instead, whose second read reuses the memory the first has just freed. "
+             "tifffile spends about half its time zeroing the pages of its new arrays, which costs more on "
+             "this VM when the host must supply them again (its kernel reports freed memory to the host). "
+             "Here tifffile took "
              + ", ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)} s" for k, v in sens.items())
-             + " (it spends about half its time zeroing the pages of its new arrays)"
+             + ", and in the rounds below (after another runner) the seconds listed there"
              + ("; a conversion on local threads, which reuses its memory within a run: "
                 + ", ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)} s" for k, v in p["conversion"].items())
                 if "conversion" in p else "") + ".", "",
