@@ -110,13 +110,15 @@ def du(path: Path) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 
 
+def timed(fn: Any) -> float:
+    """Seconds of one ``fn()``."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def best_of(fn: Any, n: int = 2) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(timed(fn) for _ in range(n))
 
 
 def read_tiffs(paths: list[Path]) -> None:
@@ -142,9 +144,7 @@ def read_tiffs_cold(paths: list[Path]) -> float:
     """Seconds of :func:`read_tiffs` from the disk (the files evicted first, not timed)."""
     os.sync()
     evict(paths)
-    t0 = time.perf_counter()
-    read_tiffs(paths)
-    return time.perf_counter() - t0
+    return timed(lambda: read_tiffs(paths))
 
 
 def _prepared(target: str, spec: Any) -> tuple[Any, dict[str, Any], set[str]]:
@@ -321,11 +321,6 @@ def paired(paths: list[Path], rounds: int = 5, pause: float = PAUSE, seed: int =
     from sscxr_conversion.spec import ConversionSpec
     from sscxr_conversion.tasks import runner
     from contextlib import ExitStack
-
-    def timed(fn: Any) -> float:
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
 
     def back_to_back(make: Any, what: str, pairs: int = 3) -> dict[str, list[float]]:
         """Seconds of a ``make()`` job run right after another, and of one run after ``pause``."""
@@ -872,7 +867,10 @@ def _paired_lines(p: dict[str, Any] | None, size: int) -> list[str]:
 
     sec, pause = p["seconds"], p["pause_s"]
     base = statistics.median(sec["tifffile"])
-    sens = p["baseline"]
+
+    def pairs(times: dict[str, list[float]]) -> str:  # "right after ...: 1.02, 0.98 s, after 3 s: ..."
+        return ", ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)} s" for k, v in times.items())
+
     lines = ["", f"### The same conditions for baseline and conversions ({p['rounds']} interleaved rounds)", "",
              "In each round, `tifffile` and a green conversion with each runner (the clusters started once and "
              f"warm) run in a shuffled order, every run after `os.sync()` and a {pause:g} s pause; a first "
@@ -881,11 +879,9 @@ def _paired_lines(p: dict[str, Any] | None, size: int) -> list[str]:
              "back-to-back reads instead, whose second read reuses the memory the first has just freed. "
              "tifffile spends about half its time zeroing the pages of its new arrays, which costs more on "
              "this VM when the host must supply them again (its kernel reports freed memory to the host). "
-             "Here tifffile took "
-             + ", ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)} s" for k, v in sens.items())
-             + ", and in the rounds below (after another runner) the seconds listed there"
-             + ("; a conversion on local threads, which reuses its memory within a run: "
-                + ", ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)} s" for k, v in p["conversion"].items())
+             f"Here tifffile took {pairs(p['baseline'])}, and in the rounds below (after another runner) the "
+             "seconds listed there"
+             + (f"; a conversion on local threads, which reuses its memory within a run: {pairs(p['conversion'])}"
                 if "conversion" in p else "") + ".", "",
              "| runner | seconds, median (runs) | MB/s of TIFF | vs tifffile: ratio of medians | "
              "vs tifffile within a round: median (range) |", "|---|---|---|---|---|"]
