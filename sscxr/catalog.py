@@ -302,12 +302,15 @@ def find(catalog: Catalog | None = None, *, archive: str | None = None, animal: 
 def _list_stores(root: str, storage_options: Mapping[str, Any] | None) -> list[str]:
     from zarr.core.sync import sync
 
-    store = make_store(root, storage_options)
+    from .versions import VERSIONS_SUFFIX
+
+    store = make_store(root, storage_options, resolve=False)
 
     async def names() -> list[str]:
         return [name async for name in store.list_dir("")]
 
-    return sorted({n.strip("/") for n in sync(names()) if n.strip("/").endswith(".zarr")})
+    found = {n.strip("/").removesuffix(VERSIONS_SUFFIX) for n in sync(names())}  # versions: sscxr.versions
+    return sorted(n for n in found if n.endswith(".zarr"))
 
 
 def _metadata_from_attrs(store: str, attrs: Mapping[str, Any], version: str) -> dict[str, Any]:

@@ -111,6 +111,8 @@ def _convert_parser(c: argparse.ArgumentParser) -> None:
     mode = c.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace an existing store")
     mode.add_argument("--resume", action="store_true", help="finish an interrupted conversion")
+    c.add_argument("--break-lock", action="store_true",
+                   help="take over DEST's writer lock even if another conversion seems to hold it")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_convert)
 
@@ -144,7 +146,7 @@ def _convert(args: argparse.Namespace) -> int:
     spec = conv.ConversionSpec(raw=args.raw, red=args.red, allow_missing=args.allow_missing)
     result = conv.convert(args.src, args.dest, storage_options=args.storage_options, spec=spec,
                           workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
-                          resume=args.resume, progress=not args.quiet)
+                          resume=args.resume, progress=not args.quiet, break_lock=args.break_lock)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet:

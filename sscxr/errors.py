@@ -18,6 +18,8 @@ __all__ = [
     "StoreVersionWarning",
     "MissingDependencyError",
     "StorageAccessError",
+    "StoreChangedError",
+    "StoreLockedError",
 ]
 
 
@@ -94,3 +96,15 @@ class MissingDependencyError(SscxrError, ImportError):
 
 class StorageAccessError(SscxrError, OSError):
     """A store URL could not be reached (bad URL, missing or wrong credentials, no permission)."""
+
+
+class StoreChangedError(SscxrError, OSError):
+    """The store version a reader opened was removed by a newer conversion: reopen it.
+
+    Raised instead of handing out fill values for chunks that are gone; see
+    ``docs/publication.md``.
+    """
+
+
+class StoreLockedError(SscxrError, OSError):
+    """Another conversion is writing the same destination (its lock is held)."""

@@ -200,6 +200,24 @@ class _SecretFreePickle:
         new._sscxr_recipe = self._sscxr_recipe
         return new
 
+    async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+        """The object at ``key``; a missing chunk of a store whose root is gone is an error.
+
+        zarr reads a missing chunk as fill values. In a published version that only happens
+        when the version was removed (a newer conversion replaced it, ``docs/publication.md``):
+        :class:`~sscxr.errors.StoreChangedError` then, never fill values for lost data.
+        """
+        value = await super().get(key, prototype, byte_range)  # type: ignore[misc]
+        if value is None and self.read_only and not key.endswith("zarr.json") and "/" in key:
+            if not await super().exists("zarr.json"):  # type: ignore[misc]
+                from .errors import StoreChangedError
+
+                raise StoreChangedError(
+                    f"{self._sscxr_recipe.url}: this store was removed while it was being read "
+                    f"(a newer conversion replaced it): open it again to read the current version"
+                )
+        return value
+
 
 class _SafeLocalStore(_SecretFreePickle, zarr.storage.LocalStore):
     pass
@@ -347,7 +365,7 @@ def _build_uncached(recipe: _Recipe) -> Store:
 
 
 def make_store(url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None,
-               *, read_only: bool = True) -> Store:
+               *, read_only: bool = True, resolve: bool | None = None) -> Store:
     """A zarr store for ``url``, whose pickle (dask graphs) carries no credential.
 
     ``storage_options`` are fsspec/s3fs style (``anon``, ``key``, ``secret``, ``token``,
@@ -356,12 +374,27 @@ def make_store(url: str | os.PathLike[str], storage_options: Mapping[str, Any] |
     ``simplecache::s3://...`` caches what it reads locally (options per layer:
     ``{"s3": {...}, "simplecache": {"cache_storage": DIR}}``).
 
+    A read-only store (and any store with ``resolve=True``) is built on the version ``url``
+    names now (:mod:`sscxr.versions`), so it keeps reading that version while newer ones are
+    published.
+
     >>> store = make_store("memory://doc/x.zarr")
     >>> isinstance(store, zarr.storage.FsspecStore), store.read_only
     (True, True)
     """
     url = os.fspath(url).rstrip("/") if not str(url).endswith("://") else os.fspath(url)
+    if read_only if resolve is None else resolve:
+        url = _resolve(url, storage_options)
     return _build(_recipe_for(url, storage_options, read_only))
+
+
+def _resolve(url: str, storage_options: Mapping[str, Any] | None) -> str:
+    """The URL of the version ``url`` names now (:func:`sscxr.versions.resolve`), errors translated."""
+    from .versions import resolve
+
+    recipe = _recipe_for(url, storage_options, True)
+    with _translated(url, recipe):
+        return resolve(url, storage_options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,9 +572,7 @@ def content_version(
         return _version_of_group(zarr_group_or_url)
     if isinstance(zarr_group_or_url, Store):
         return _version_of_group(zarr.open_group(zarr_group_or_url, mode="r"))
-    url = os.fspath(zarr_group_or_url).rstrip("/")
-    recipe = _recipe_for(url, storage_options, True)
-    store = _build(recipe)
+    url, store, recipe = _target(zarr_group_or_url, storage_options)
     with _translated(url, recipe, store):
         return _version_of_group(zarr.open_group(store, mode="r"))
 
@@ -600,7 +631,7 @@ def _target(target: StoreLike, storage_options: Mapping[str, Any] | None) -> tup
             raise StorageAccessError("storage_options go with a URL; this is a zarr store already built")
         return str(target), target, _Recipe(str(target), "local")
     url = os.fspath(target).rstrip("/")
-    recipe = _recipe_for(url, storage_options, True)
+    recipe = _recipe_for(_resolve(url, storage_options), storage_options, True)
     return url, _build(recipe), recipe
 
 
@@ -616,13 +647,32 @@ def _open_root(target: StoreLike, storage_options: Mapping[str, Any] | None
     """(label, store, root group, recipe): one GET of the root metadata (zarr v3)."""
     url, store, recipe = _target(target, storage_options)
     with _translated(url, recipe, store):
-        document = _get_document(store, "zarr.json")
+        try:
+            document = _get_document(store, "zarr.json")
+        except FileNotFoundError:  # a local path that does not exist
+            document = None
+        if document is None and not isinstance(target, Store):
+            _refuse_unfinished(url, storage_options)
         if document is not None:
             store = _MetadataCache(store, {"zarr.json": document})
             root = zarr.open_group(store, mode="r", zarr_format=3)
         else:  # zarr v2, or nothing there (zarr says which)
             root = zarr.open_group(store, mode="r")
     return url, store, root, recipe
+
+
+def _refuse_unfinished(url: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Nothing published at ``url``: an :class:`IncompleteStoreError` if a conversion is unfinished."""
+    from .versions import VERSIONS_SUFFIX, Location
+
+    if VERSIONS_SUFFIX + "/" in url:
+        return
+    unfinished = Location(url, storage_options).unfinished()
+    if unfinished:
+        raise IncompleteStoreError(
+            f"{url}: nothing is published there yet: its conversion did not finish "
+            f"({unfinished[-1].url}); finish it with `sscxr convert SRC {url} --resume`"
+        )
 
 
 def _check_root(url: str, attrs: Mapping[str, Any], archive: str | None, require_complete: bool) -> None:

@@ -20,7 +20,7 @@ from sscxr.errors import (
     StoreExistsError,
 )
 from sscxr.testing.archives import write_ssc1_session
-from sscxr_conversion.testing import CRASH_MID_GROUP
+from sscxr_conversion.testing import CRASH_MID_GROUP, unfinished_version
 from sscxr_conversion import convert, verify
 
 NAME = "an197522_2013_03_08_session.mat"
@@ -117,7 +117,8 @@ def test_killed_conversion_is_incomplete_then_resumes(tiny, tmp_path, crash_at):
     proc = subprocess.run([sys.executable, "-c", CRASH, str(tiny.mat_path), store, str(crash_at)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
-    root = zarr.open_group(store, mode="r", use_consolidated=False)
+    assert not os.path.lexists(store), "nothing is published before the conversion completes"
+    root = zarr.open_group(unfinished_version(store), mode="r", use_consolidated=False)
     assert root.attrs["sscxr_status"] == "incomplete"
     import sscxr
 
@@ -224,12 +225,18 @@ def test_resume_after_dying_while_reading_starts_anew(tiny, tmp_path):
     from sscxr_conversion import write
     from sscxr_conversion.spec import ConversionSpec
 
+    from sscxr_conversion.publish import Publication
+
     url = str(tmp_path / "x.zarr")
-    early = write.EarlyArrays(write.open_store(url, None, mode="w"), url, ConversionSpec(archive="ssc-1"),
-                              overwrite=False)
-    early.write("imaging/subvolume_02", "dff", ("cell", "time"), np.zeros((3, 4)))
-    early.wait()
-    assert write.store_state(write.open_store(url, None)) == "incomplete"
+    with Publication(url, overwrite=False, resume=False) as pub:  # dies before publishing
+        version = pub.version_url
+        early = write.EarlyArrays(write.open_store(version, None, mode="w"), version,
+                                  ConversionSpec(archive="ssc-1"), overwrite=False)
+        early.write("imaging/subvolume_02", "dff", ("cell", "time"), np.zeros((3, 4)))
+        early.wait()
+    assert write.store_state(write.open_store(unfinished_version(url), None)) == "incomplete"
+    with pytest.raises(StoreExistsError, match="--resume"):
+        convert(tiny.mat_path, url, progress=False)
     result = convert(tiny.mat_path, url, progress=False, resume=True)
     assert result.skipped == []
     assert verify(tiny.mat_path, url) == []

@@ -12,7 +12,7 @@ import threading
 from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,6 +22,7 @@ from sscxr.errors import SourceFormatError
 
 from . import write
 from .provenance import SourceRecord, provenance
+from .publish import Publication
 from .readers._matfile import load_mat
 from .readers.ssc1 import SESSION_FILE, read_session
 from .source import is_tar, iter_members
@@ -45,9 +46,11 @@ class ConversionResult:
     skipped: list[str]
     content_version: str
     warnings: list[str] = field(default_factory=list)
+    version_url: str = ""  # the published version :attr:`url` now names (sscxr.versions)
 
     def __repr__(self) -> str:
-        return (f"<ConversionResult {self.archive} -> {self.url}: {len(self.groups)} groups written, "
+        published = f" (published as {self.version_url})" if self.version_url and self.version_url != self.url else ""
+        return (f"<ConversionResult {self.archive} -> {self.url}{published}: {len(self.groups)} groups written, "
                 f"{len(self.skipped)} resumed, version {self.content_version}, {len(self.warnings)} warning(s)>")
 
 
@@ -134,25 +137,48 @@ def detect_archive(src: str | os.PathLike) -> str:
 
 def convert(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, Any] | None = None,
             spec: ConversionSpec | None = None, workers: int | None = None, scheduler: str | None = None,
-            overwrite: bool = False, resume: bool = False, progress: bool = True) -> ConversionResult:
+            overwrite: bool = False, resume: bool = False, progress: bool = True,
+            break_lock: bool = False) -> ConversionResult:
     """Convert one ssc-1 session or ssc-11 animal at ``src`` into the zarr store at ``dest``.
+
+    The store is written as a new version beside whatever ``dest`` holds and published in one
+    atomic step once complete (:mod:`.publish`): readers of ``dest`` see the old store or the
+    new one, never a mix. One conversion writes ``dest`` at a time.
 
     >>> convert("an197522_2013_03_08_session.mat", "an197522_2013_03_08.zarr")  # doctest: +SKIP
     <ConversionResult ssc-1 -> an197522_2013_03_08.zarr: 7 groups written, ...>
     """
     spec = ConversionSpec.from_dict({**(spec or ConversionSpec()).to_dict(), "archive": detect_archive(src)})
-    prestart_workers(dest, workers=workers, scheduler=scheduler)  # their imports overlap the read
-    early = None
-    if spec.archive == "ssc-1" and not resume:  # dF/F goes to the store while the file inflates
-        early = write.EarlyArrays(write.open_store(dest, storage_options, mode="w"), dest, spec, overwrite=overwrite)
-    try:
-        plan = read_plan(src, spec, early=early)
-    except BaseException:
-        if early is not None:
-            early.abandon()
-        raise
-    return write_plan(dest, plan, spec, storage_options=storage_options, workers=workers,
-                      scheduler=scheduler, overwrite=overwrite, resume=resume, progress=progress, early=early)
+    with Publication(dest, storage_options, overwrite=overwrite, resume=resume, break_lock=break_lock) as pub:
+        if pub.up_to_date:
+            return _up_to_date(pub, spec)
+        target = pub.version_url
+        prestart_workers(target, workers=workers, scheduler=scheduler)  # their imports overlap the read
+        early = None
+        if spec.archive == "ssc-1" and not pub.resuming:  # dF/F goes to the store while the file inflates
+            early = write.EarlyArrays(write.open_store(target, storage_options, mode="w"), target, spec,
+                                      overwrite=False)
+        try:
+            plan = read_plan(src, spec, early=early)
+        except BaseException:
+            if early is not None:
+                early.abandon()
+            raise
+        result = write_plan(target, plan, spec, storage_options=storage_options, workers=workers,
+                            scheduler=scheduler, overwrite=False, resume=pub.resuming, progress=progress,
+                            early=early)
+        pub.publish(result.content_version)
+    return replace(result, url=pub.url, version_url=target)
+
+
+def _up_to_date(pub: Publication, spec: ConversionSpec) -> ConversionResult:
+    """``--resume`` of a complete store: nothing is written."""
+    from sscxr.io import read_attrs
+
+    attrs = read_attrs(pub.url, storage_options=pub.location.storage_options)
+    url = pub.location.current_url() or pub.url
+    return ConversionResult(pub.url, str(attrs.get("archive", spec.archive)), [], ["(all: already complete)"],
+                            str(attrs.get("content_version", "")), [], version_url=url)
 
 
 def read_plan(src: str | os.PathLike, spec: ConversionSpec, early: write.EarlyArrays | None = None) -> ReadPlan:

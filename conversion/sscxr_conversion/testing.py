@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 CRASH_MID_GROUP = textwrap.dedent("""
     import os, signal, sys
@@ -35,3 +36,17 @@ def run_killed_conversion(src: str | os.PathLike, dest: str, crash_at: int,
     """
     return subprocess.run([sys.executable, "-c", CRASH_MID_GROUP, str(src), str(dest), str(crash_at)],
                           capture_output=True, text=True, timeout=timeout)
+
+
+def unfinished_version(dest: str, storage_options: Any = None) -> str:
+    """The URL of the newest unfinished version under ``dest`` (an interrupted conversion).
+
+    >>> unfinished_version("x.zarr")                     # doctest: +SKIP
+    'x.zarr-versions/v20261207T150102Z-3fa9c1'
+    """
+    from sscxr.versions import Location
+
+    found = Location(dest, storage_options).unfinished()
+    if not found:
+        raise AssertionError(f"{dest}: no unfinished version")
+    return found[-1].url
