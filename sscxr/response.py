@@ -170,7 +170,7 @@ def _response_block(values: np.ndarray, cell_plane: np.ndarray | None, *, planes
     return resp - base
 
 
-def _count_block(cell_plane: np.ndarray | None, *, n: int | None = None, planes: np.ndarray, index: np.ndarray,
+def _count_block(cell_plane: np.ndarray | None, *, n: int = 0, planes: np.ndarray, index: np.ndarray,
                  n_base: int, what: str) -> np.ndarray:
     """(cell, trial) frame counts of the baseline or response window, or ``valid`` (both > 0)."""
     rows = _rows(cell_plane, planes, n if cell_plane is None else np.asarray(cell_plane).size)
@@ -222,7 +222,7 @@ def _node_response(node: xr.DataTree, found: Mapping[int, xr.DataTree], numbers:
                          f"subvolumes {numbers}; pick one subvolume")
     event_time = _as_array(times, (ids.size,), np.float64, lazy)
     meta = {n: ("trial", trials[n].data, dict(trials[n].attrs)) for n in _align.TRIAL_COORDS if n in trials.variables}
-    return out.assign_coords(event_time=("trial", event_time, {"units": "s"}), **meta)
+    return out.assign_coords({"event_time": ("trial", event_time, {"units": "s"}), **meta})
 
 
 def _subvolume_response(sig: xr.DataArray, ds: xr.Dataset, number: int, ids: np.ndarray, times: Any,
@@ -415,7 +415,8 @@ def event_response(tree: xr.DataTree, signal: str = "dff", *, align_to: str | _a
              "baseline": list(baseline), "response": list(response), "within_trial": int(within_trial),
              "windows": "half-open [start, stop) s from the event's first frame at or after it"}
     parts = {}
-    for cond in conds or [None]:
+    each: list[str | None] = list(conds) if conds else [None]
+    for cond in each:
         node, found = _align.session_parts(tree, condition=cond)
         numbers = _pick(found, subvolume, f"condition {cond!r}" if cond else "this tree")
         parts[cond] = _node_response(node, found, numbers, signal, align_to, baseline, response, within_trial)
