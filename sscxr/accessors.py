@@ -27,6 +27,7 @@ import xarray as xr
 from . import align as _align
 from . import behavior as _behavior
 from . import resample as _resample
+from . import response as _response
 
 __all__ = ["SscxTreeAccessor", "SscxDatasetAccessor", "SscxDataArrayAccessor"]
 
@@ -123,6 +124,23 @@ class SscxTreeAccessor:
                         subvolume: int | Literal["all"] | None = None) -> xr.DataTree | dict[int, xr.DataTree]:
         """ssc-11: cells of a subvolume present in conditions ``a`` and ``b``, joined on ROI id."""
         return _align.pair_conditions(self._tree, a, b, subvolume=subvolume)
+
+    def event_response(self, signal: str = "dff", *, align_to: Any = "first_touch", baseline: Window = (-1.0, 0.0),
+                       response: Window = (0.0, 1.0), subvolume: int | Sequence[int] | Literal["all"] = "all",
+                       condition: str | Sequence[str] | None = None, paired: bool = False,
+                       within_trial: bool = True) -> xr.Dataset:
+        """Per cell and trial: mean of ``signal`` in ``response`` minus its mean in ``baseline`` (s
+        from the ``align_to`` event, each cell on its plane's clock); a lazy Dataset (``cell``,
+        ``trial``), with a leading ``condition`` dim for a list of ssc-11 conditions (``paired=True``:
+        only cells in all of them). See :func:`sscxr.response.event_response`.
+
+        >>> from sscxr.testing.stores import make_session_tree
+        >>> make_session_tree(n_cells=6, n_trials=4).sscx.event_response("dff").response.dims
+        ('cell', 'trial')
+        """
+        return _response.event_response(self._tree, signal, align_to=align_to, baseline=baseline, response=response,
+                                        subvolume=subvolume, condition=condition, paired=paired,
+                                        within_trial=within_trial)
 
 
 def _time_vars(ds: xr.Dataset, variables: Sequence[str] | None) -> list[str]:
