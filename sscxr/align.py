@@ -29,6 +29,7 @@ import pandas as pd
 import xarray as xr
 
 from . import _kernels
+from .errors import InvalidChoiceError
 from .schema import SUBVOLUME_GROUP, TOUCH_KINDS
 
 __all__ = ["EVENT_ALIASES", "event_table", "event_times", "align", "trial_tensor", "session_trial_tensor",
@@ -136,8 +137,9 @@ def _resolve(align_to: str, table: pd.DataFrame) -> tuple[tuple[str, ...], str]:
         return EVENT_ALIASES[align_to]
     if "kind" in table and align_to in set(table["kind"]):
         return (align_to,), "start_time"
-    raise ValueError(f"align_to={align_to!r} is not a known event; expected one of {known_events(table)} or "
-                     "explicit times (an array with one time per trial, or a DataArray indexed by 'trial')")
+    raise InvalidChoiceError("align_to", align_to, known_events(table), what="a known event",
+                             hint="or give explicit times: an array with one time per trial, or a DataArray "
+                                  "indexed by 'trial'")  # fmt: skip
 
 
 def _trial_ids(trials: Any, table: pd.DataFrame | None = None) -> np.ndarray:
