@@ -32,7 +32,7 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
 _SUBMODULES = ("accessors", "align", "behavior", "catalog", "cli", "demo", "errors", "info", "io", "plot",
-               "resample", "schema", "testing", "video")  # fmt: skip
+               "resample", "schema", "summary", "testing", "video")  # fmt: skip
 """Public submodules, imported on first attribute access."""
 _FUNCTIONS = {"open_session": "io", "open_animal": "io", "open_store": "io", "open_catalog": "catalog"}
 """Top-level functions -> the submodule that defines them."""
@@ -42,7 +42,7 @@ __all__ = ["__version__", *_FUNCTIONS, *_SUBMODULES]
 from . import accessors as _accessors  # noqa: E402,F401  (registers the ``.sscx`` accessors)
 
 if TYPE_CHECKING:  # what the lazy ``__getattr__`` gives, for type checkers and IDEs
-    from . import accessors, align, behavior, catalog, cli, demo, info, io, plot, resample, testing, video
+    from . import accessors, align, behavior, catalog, cli, demo, info, io, plot, resample, summary, testing, video
     from .catalog import open_catalog
     from .io import open_animal, open_session, open_store
 

@@ -119,8 +119,10 @@ class SscxrStoreReader(BaseReader):
         url = store_url(store, root)
         options = storage_options if storage_options is not None else _default_options(url, anonymous, endpoint)
         pin = check_version if check_version is not None else self.metadata.get("content_version")
-        return open_store(url, storage_options=options, chunks=chunks, groups=groups,
+        tree = open_store(url, storage_options=options, chunks=chunks, groups=groups,
                           check_version=pin or None, archive=archive, **kwargs)  # fmt: skip
+        tree.encoding = {**tree.encoding, "source": url}  # where it came from, as xarray records a path
+        return tree
 
 
 def store_url(store: str, store_root: str | None = None) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMODULES = ["accessors", "align", "behavior", "catalog", "cli", "demo", "errors", "info", "io", "plot",
-              "resample", "schema", "testing", "video"]  # fmt: skip
+              "resample", "schema", "summary", "testing", "video"]  # fmt: skip
 
 
 def _fresh(code: str, *args: str) -> subprocess.CompletedProcess:
