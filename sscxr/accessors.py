@@ -123,7 +123,8 @@ class SscxTreeAccessor:
         number = _align.pick_subvolumes(found, subvolume)[0]
         frames = found[number].to_dataset(inherit=False)
         out = _resample.resample_whisker(_group(node, "whisker"), frames, how, variables)
-        return out.assign_attrs(subvolume=number)
+        ident = {"session_id": i} if (i := _align.session_id(self._tree)) else {}
+        return out.assign_attrs(subvolume=number, **({"condition": condition} if condition else {}), **ident)
 
     def video_frames(self, trial: int, time: float | Sequence[float] | np.ndarray | None = None, *,
                      format: str | None = None) -> xr.DataArray:
