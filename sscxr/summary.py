@@ -132,7 +132,7 @@ def _imaging_rows(node: xr.DataTree, condition: str | None) -> tuple[list[dict[s
     for number, sub in _subvolume_nodes(node).items():
         frames = int(sub.sizes.get("time", 0))
         rate = sub.attrs.get("frame_rate_hz")
-        row = {"condition": condition} if condition is not None else {}
+        row: dict[str, Any] = {"condition": condition} if condition is not None else {}
         row |= {"subvolume": number, "planes": int(sub.sizes.get("plane", 0)), "cells": int(sub.sizes.get("cell", 0)),
                 "frames": frames, "trials": per_sub.get(number, -1),
                 "imaged_s": round(frames / float(rate), 1) if rate else float("nan")}  # fmt: skip
@@ -163,7 +163,7 @@ def summarize(tree: xr.DataTree, *, url: str | None = None) -> StoreSummary:
     ('an274424', ['pre', 'post_touch'], ['condition', 'subvolume', 'planes'], 4)
     """
     root = tree.root
-    attrs = dict(root.attrs)
+    attrs = {str(k): v for k, v in root.attrs.items()}
     rows: list[dict[str, Any]] = []
     n_trials = 0
     conditions = [str(c) for c in attrs.get("conditions") or []]
