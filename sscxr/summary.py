@@ -96,7 +96,7 @@ class StoreSummary:
 
     def _repr_html_(self) -> str:
         title = f"sscxr {self.kind} <b>{_esc(self.session_id or '?')}</b> ({_esc(self.archive or '?')})"
-        parts = [f"<div class='sscxr-summary'><p>{title}</p>", _rows_html(self.header()),
+        parts = [f"<div class='sscxr-summary'><p>{title}</p>", _rows_html([(k, _esc(v)) for k, v in self.header()]),
                  "<p><b>imaging</b></p>", self.imaging.rename(columns=_LABELS).to_html(index=False, border=0)]
         if len(self.ablations):
             parts += ["<p><b>ablations</b></p>", self.ablations.to_html(index=False, border=0)]
@@ -228,6 +228,7 @@ def _value_text(value: Any) -> str:
 
 
 def _rows_html(rows: Sequence[tuple[str, Any]]) -> str:
+    """A two-column table; the values are HTML already (escaped text or nested tables)."""
     body = "".join(f"<tr><th style='text-align:left'>{_esc(k)}</th><td style='text-align:left'>{v}</td></tr>"
                    for k, v in rows)  # fmt: skip
     return f"<table>{body}</table>"

@@ -53,6 +53,11 @@ def test_session_summary_html_is_tables():
     assert "<th>imaged (s)</th>" in page and "<b>an197522_2013_03_08</b>" in page
 
 
+def test_html_escapes_text():
+    summary = make_session_tree(n_subvolumes=1, n_cells=3, n_trials=2).sscx.summary(url="s3://b/x.zarr?a=1&b=<2>")
+    assert "s3://b/x.zarr?a=1&amp;b=&lt;2&gt;" in summary._repr_html_()
+
+
 def test_animal_summary_conditions_ablations_cells():
     s = make_animal_tree(n_cells=6).sscx.summary()
     assert (s.kind, s.session_id, s.conditions, s.cells_total) == ("animal", "an274424", ["pre", "post_touch"], 12)
