@@ -8,12 +8,21 @@ Open a converted store lazily (local path, ``memory://``, ``s3://`` or any fsspe
 >>> tensor = session.sscx.trial_tensor("dff", subvolume=5, align_to="first_touch")  # doctest: +SKIP
 
 or find it in the catalog: ``sscxr.open_catalog()``.
+
+Every public submodule is reachable from ``import sscxr`` alone (``sscxr.io.open_group``,
+``sscxr.plot.plot_trial_tensor``, ``sscxr.catalog.find``, ...): each is imported on first use
+(PEP 562), so ``import sscxr`` stays light (no matplotlib, dask or intake until needed).
+
+>>> import sscxr
+>>> "plot" in dir(sscxr) and callable(sscxr.io.open_group)
+True
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors, schema
 
@@ -22,18 +31,30 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "errors", "schema", "open_session", "open_animal", "open_catalog"]
+_SUBMODULES = ("accessors", "align", "behavior", "catalog", "cli", "demo", "errors", "info", "io", "plot",
+               "resample", "response", "schema", "summary", "testing", "versions", "video")  # fmt: skip
+"""Public submodules, imported on first attribute access."""
+_FUNCTIONS = {"open_session": "io", "open_animal": "io", "open_store": "io", "open_catalog": "catalog"}
+"""Top-level functions -> the submodule that defines them."""
+
+__all__ = ["__version__", *_FUNCTIONS, *_SUBMODULES]
 
 from . import accessors as _accessors  # noqa: E402,F401  (registers the ``.sscx`` accessors)
 
+if TYPE_CHECKING:  # what the lazy ``__getattr__`` gives, for type checkers and IDEs
+    from . import (accessors, align, behavior, catalog, cli, demo, info, io, plot, resample, response, summary,
+                   testing, versions, video)
+    from .catalog import open_catalog
+    from .io import open_animal, open_session, open_store
+
 
 def __getattr__(name: str) -> Any:
-    if name in {"open_session", "open_animal", "open_store"}:
-        from . import io
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)  # the import also sets it as an attribute
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module(f".{_FUNCTIONS[name]}", __name__), name)
+    raise AttributeError(f"module 'sscxr' has no attribute {name!r}; it has {sorted(__all__)}")
 
-        return getattr(io, name)
-    if name == "open_catalog":
-        from .catalog import open_catalog
 
-        return open_catalog
-    raise AttributeError(f"module 'sscxr' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(__all__)

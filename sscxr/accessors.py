@@ -18,7 +18,7 @@ tree with ``condition=``, and on a ssc-11 condition node.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from . import align as _align
 from . import behavior as _behavior
 from . import resample as _resample
 from . import response as _response
+
+if TYPE_CHECKING:
+    from .summary import StoreSummary
 
 __all__ = ["SscxTreeAccessor", "SscxDatasetAccessor", "SscxDataArrayAccessor"]
 
@@ -55,6 +58,19 @@ class SscxTreeAccessor:
         if condition is not None and condition not in self._tree.children:
             raise ValueError(f"condition={condition!r} is not in this tree; it has {sorted(self._tree.children)}")
         return self._tree.children[condition] if condition is not None else self._tree
+
+    def summary(self, *, url: str | None = None) -> StoreSummary:
+        """What this store holds, as text and (in Jupyter) HTML tables; reads no signal data.
+
+        See :func:`sscxr.summary.summarize`.
+
+        >>> from sscxr.testing.stores import make_session_tree
+        >>> make_session_tree(n_cells=6, n_trials=4).sscx.summary().imaging.cells.tolist()
+        [6, 6]
+        """
+        from .summary import summarize
+
+        return summarize(self._tree, url=url)
 
     @overload
     def trial_tensor(self, signal: str = ..., *, subvolume: int | None = ..., condition: str | None = ...,
@@ -108,7 +124,8 @@ class SscxTreeAccessor:
         number = _align.pick_subvolumes(found, subvolume)[0]
         frames = found[number].to_dataset(inherit=False)
         out = _resample.resample_whisker(_group(node, "whisker"), frames, how, variables)
-        return out.assign_attrs(subvolume=number)
+        ident = {"session_id": i} if (i := _align.session_id(self._tree)) else {}
+        return out.assign_attrs(subvolume=number, **({"condition": condition} if condition else {}), **ident)
 
     def video_frames(self, trial: int, time: float | Sequence[float] | np.ndarray | None = None, *,
                      format: str | None = None) -> xr.DataArray:

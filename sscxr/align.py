@@ -29,10 +29,11 @@ import pandas as pd
 import xarray as xr
 
 from . import _kernels
+from .errors import InvalidChoiceError
 from .schema import SUBVOLUME_GROUP, TOUCH_KINDS
 
 __all__ = ["EVENT_ALIASES", "event_table", "event_times", "align", "trial_tensor", "session_trial_tensor",
-           "session_parts", "pair_conditions"]
+           "session_parts", "session_id", "pair_conditions"]
 
 EVENT_ALIASES: dict[str, tuple[tuple[str, ...], str]] = {
     "pole_in": (("pole_in_reach",), "start_time"),
@@ -46,7 +47,7 @@ EVENT_ALIASES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 """``align_to`` name -> (event kinds, column): the first such event of each trial (by start)."""
 
-TRIAL_COORDS = ("trial_type", "outcome", "correct_side", "pole_position", "day")
+TRIAL_COORDS = ("trial_type", "outcome", "correct_side", "pole_position", "has_whisker", "day")
 Window = tuple[float, float]
 Times: TypeAlias = np.ndarray | Sequence[float] | xr.DataArray
 Events: TypeAlias = xr.Dataset | pd.DataFrame | xr.DataArray | np.ndarray | Sequence[float]
@@ -136,8 +137,9 @@ def _resolve(align_to: str, table: pd.DataFrame) -> tuple[tuple[str, ...], str]:
         return EVENT_ALIASES[align_to]
     if "kind" in table and align_to in set(table["kind"]):
         return (align_to,), "start_time"
-    raise ValueError(f"align_to={align_to!r} is not a known event; expected one of {known_events(table)} or "
-                     "explicit times (an array with one time per trial, or a DataArray indexed by 'trial')")
+    raise InvalidChoiceError("align_to", align_to, known_events(table), what="a known event",
+                             hint="or give explicit times: an array with one time per trial, or a DataArray "
+                                  "indexed by 'trial'")  # fmt: skip
 
 
 def _trial_ids(trials: Any, table: pd.DataFrame | None = None) -> np.ndarray:
@@ -402,6 +404,21 @@ def _trial_metadata(trials: Any, ids: np.ndarray) -> dict[str, Any]:
 
 
 # --- trees --------------------------------------------------------------------------------------
+def session_id(tree: xr.DataTree) -> str | None:
+    """The store's unit name from its root attrs: ``an197522_2013_03_08`` for a ssc-1 session,
+    the animal id (``an274424``) for a ssc-11 animal; None when the attrs do not say.
+
+    >>> from sscxr.testing.stores import make_session_tree
+    >>> session_id(make_session_tree(n_subvolumes=1, n_cells=3, n_trials=2)["imaging"])
+    'an197522_2013_03_08'
+    """
+    attrs = tree.root.attrs
+    animal, date = attrs.get("animal_id"), attrs.get("session_date")
+    if not animal:
+        return None
+    return f"{animal}_{str(date).replace('-', '_')}" if attrs.get("archive") == "ssc-1" and date else str(animal)
+
+
 def session_parts(tree: xr.DataTree, *, condition: str | None = None) -> tuple[xr.DataTree, dict[int, xr.DataTree]]:
     """The node holding ``trials``/``events`` and its subvolume nodes ``{number: node}``.
 
@@ -455,7 +472,14 @@ def session_trial_tensor(tree: xr.DataTree, signal: str = "dff", *, subvolume: i
     """:func:`trial_tensor` of one subvolume of a session (or ssc-11 condition) tree.
 
     Reads ``/trials`` and ``/events`` from the tree. ``subvolume=None`` works when there is
-    one subvolume; ``subvolume="all"`` returns ``{number: tensor}``.
+    one subvolume; ``subvolume="all"`` returns ``{number: tensor}``. The tensor's attrs name
+    where it comes from: ``session_id`` (see :func:`session_id`), ``subvolume``, ``condition``
+    (ssc-11) and ``align_to``; the trial coords keep their dtypes (``has_whisker`` is bool).
+
+    >>> from sscxr.testing.stores import make_session_tree
+    >>> t = session_trial_tensor(make_session_tree(n_cells=3, n_trials=2), subvolume=2, align_to="first_touch")
+    >>> t.attrs["session_id"], t.attrs["subvolume"], t.has_whisker.dtype
+    ('an197522_2013_03_08', 2, dtype('bool'))
     """
     node, found = session_parts(tree, condition=condition)
     events, trials = _node_ds(node, "events"), _node_ds(node, "trials")
@@ -468,7 +492,8 @@ def session_trial_tensor(tree: xr.DataTree, signal: str = "dff", *, subvolume: i
         tensor = trial_tensor(ds[signal], events, align_to=align_to, window=window, trials=trials,
                               within_trial=within_trial, frame_time=ds["frame_time"],
                               frame_rate_hz=ds.attrs.get("frame_rate_hz"))
-        out[number] = tensor.assign_attrs(subvolume=number, **({"condition": condition} if condition else {}))
+        out[number] = tensor.assign_attrs(subvolume=number, **({"condition": condition} if condition else {}),
+                                          **({"session_id": ident} if (ident := session_id(tree)) else {}))
     return out if subvolume == "all" else out[next(iter(out))]
 
 

@@ -31,7 +31,13 @@ from typing import Any
 
 import xarray as xr
 
-from .errors import MissingDependencyError, StoreVersionWarning
+from .errors import (
+    CatalogError,
+    MissingDependencyError,
+    StoreRootNotSetError,
+    StoreVersionWarning,
+    UnknownEntryError,
+)
 from .io import Chunks, content_version, make_store, open_store, read_attrs
 
 try:
@@ -46,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = [
     "DEFAULT_STORE_ROOT",
     "STORE_ROOT_ENV",
+    "SscxrCatalog",
     "SscxrStoreReader",
     "build_catalog",
     "default_catalog",
@@ -57,6 +64,10 @@ __all__ = [
 
 DEFAULT_STORE_ROOT = "s3://sscxr-public/stores"
 """Placeholder for the project's public bucket; set ``SSCXR_STORE_ROOT`` to use another root."""
+DEFAULT_STORE_ROOT_PUBLISHED = False
+"""Whether :data:`DEFAULT_STORE_ROOT` holds the stores yet. While False, reading an entry with no
+store root configured is an error (:class:`~sscxr.errors.StoreRootNotSetError`) raised before
+any network call, instead of retries against a bucket that does not exist."""
 STORE_ROOT_ENV = "SSCXR_STORE_ROOT"
 ENDPOINT_ENV = "SSCXR_S3_ENDPOINT"
 
@@ -108,19 +119,31 @@ class SscxrStoreReader(BaseReader):
         url = store_url(store, root)
         options = storage_options if storage_options is not None else _default_options(url, anonymous, endpoint)
         pin = check_version if check_version is not None else self.metadata.get("content_version")
-        return open_store(url, storage_options=options, chunks=chunks, groups=groups,
+        tree = open_store(url, storage_options=options, chunks=chunks, groups=groups,
                           check_version=pin or None, archive=archive, **kwargs)  # fmt: skip
+        tree.encoding = {**tree.encoding, "source": url}  # where it came from, as xarray records a path
+        return tree
 
 
 def store_url(store: str, store_root: str | None = None) -> str:
     """Join a store name to the root (parameter, else ``$SSCXR_STORE_ROOT``, else the default).
 
+    While the default root is a placeholder (:data:`DEFAULT_STORE_ROOT_PUBLISHED` is False), no
+    root at all raises :class:`~sscxr.errors.StoreRootNotSetError`, which says how to set one.
+
     >>> store_url("an274424.zarr", "s3://b/stores/")
     's3://b/stores/an274424.zarr'
     """
     root = store_root if store_root not in (None, "", "None") else None
-    root = root or os.environ.get(STORE_ROOT_ENV) or DEFAULT_STORE_ROOT
-    return f"{str(root).rstrip('/')}/{store}"
+    root = root or os.environ.get(STORE_ROOT_ENV)
+    if not root and not DEFAULT_STORE_ROOT_PUBLISHED:
+        raise StoreRootNotSetError(
+            f"no store root is configured, so the catalog cannot tell where {store} is (the shipped default "
+            f"{DEFAULT_STORE_ROOT} is a placeholder until the public bucket exists). Set one: the environment "
+            f"variable {STORE_ROOT_ENV} (e.g. export {STORE_ROOT_ENV}=s3://my-bucket/stores, or a local folder of "
+            "*.zarr stores), or per catalog: "
+            "cat = sscxr.open_catalog()(store_root=\"s3://my-bucket/stores\")")
+    return f"{str(root or DEFAULT_STORE_ROOT).rstrip('/')}/{store}"
 
 
 def _default_options(url: str, anon: bool | str | None, endpoint_url: str | None) -> dict[str, Any] | None:
@@ -171,8 +194,40 @@ def _entry(name: str, metadata: Mapping[str, Any]) -> ReaderDescription:
                              metadata=dict(metadata), output_instance=SscxrStoreReader.output_instance)  # fmt: skip
 
 
+class SscxrCatalog(Catalog):
+    """intake's :class:`~intake.readers.entry.Catalog` whose errors are sscxr's.
+
+    An unknown entry name is an :class:`~sscxr.errors.UnknownEntryError` (a ``KeyError``) that
+    suggests the closest names and lists them all; intake's own errors while building an entry
+    become :class:`~sscxr.errors.CatalogError` with intake's full message. ``cat(...)`` (set
+    parameters such as ``store_root``) returns an ``SscxrCatalog`` too.
+
+    >>> cat = open_catalog()
+    >>> cat["an19752"]
+    Traceback (most recent call last):
+    ...
+    sscxr.errors.UnknownEntryError: entry='an19752' is not an entry of this catalog; did you mean ...
+    """
+
+    def __getitem__(self, item: str) -> Any:
+        names = [*self.aliases, *(e for e in self.entries if e not in self.aliases), *self.data]
+        if item not in names:
+            raise UnknownEntryError("entry", item, sorted(names), what="an entry of this catalog",
+                                    hint="sscxr.catalog.find(cat, ...) searches the entries' metadata")  # fmt: skip
+        try:
+            return super().__getitem__(item)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CatalogError(f"catalog entry {item!r} could not be built by intake: "
+                               f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
+
+    def __call__(self, **kwargs: Any) -> SscxrCatalog:
+        new = super().__call__(**kwargs)
+        new.__class__ = type(self)  # intake builds a plain Catalog; same attributes, our errors
+        return new
+
+
 def _empty_catalog() -> Catalog:
-    cat = Catalog(metadata={
+    cat = SscxrCatalog(metadata={
         "name": "sscxr",
         "description": "CRCNS ssc-1 sessions (Peron et al. 2015) and ssc-11 animals (Peron et al. "
                        "2020) as sscxr zarr stores. Open an entry with .read() (lazy DataTree).",
@@ -220,7 +275,7 @@ def _shipped_path() -> str:
 
 
 def open_catalog(path_or_url: str | os.PathLike[str] | None = None, *,
-                 storage_options: Mapping[str, Any] | None = None) -> Catalog:  # fmt: skip
+                 storage_options: Mapping[str, Any] | None = None) -> SscxrCatalog:  # fmt: skip
     """Open a catalog YAML (default: the one shipped with sscxr).
 
     ``storage_options`` are used to read the YAML only and are not kept in the catalog.
@@ -231,7 +286,12 @@ def open_catalog(path_or_url: str | os.PathLike[str] | None = None, *,
     path = os.fspath(path_or_url) if path_or_url is not None else _shipped_path()
     with fsspec.open(path, "rt", **dict(storage_options or {})) as f:
         data = yaml.safe_load(f)
-    cat = Catalog.from_dict(data)
+    try:
+        cat = SscxrCatalog.from_dict(data)
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        version = data.get("version") if isinstance(data, dict) else None
+        raise CatalogError(f"{path} is not an intake 2 catalog (version: {version!r}, expected 2): intake says "
+                           f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
     cat.user_parameters["CATALOG_PATH"] = path
     cat.user_parameters["CATALOG_DIR"] = path.rsplit("/", 1)[0] if "/" in path else "."
     return cat

@@ -6,7 +6,15 @@ message says what was expected, what was found and what to do.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
+    "closest",
+    "InvalidChoiceError",
+    "UnknownEntryError",
+    "CatalogError",
+    "StoreRootNotSetError",
     "SscxrError",
     "SourceFormatError",
     "MissingFieldError",
@@ -108,3 +116,53 @@ class StoreChangedError(SscxrError, OSError):
 
 class StoreLockedError(SscxrError, OSError):
     """Another conversion is writing the same destination (its lock is held)."""
+
+
+def closest(value: object, valid: Iterable[object], n: int = 3) -> list[str]:
+    """Up to ``n`` valid names close to ``value``: those that contain it (a prefix typed, an
+    animal id for its sessions), then the most similar (:func:`difflib.get_close_matches`).
+
+    >>> closest("first_tuch", ["pole_in", "first_touch", "first_lick"])
+    ['first_touch', 'first_lick']
+    >>> closest("an197522", ["an197522_2013_03_08", "an197522_2013_03_10", "an229717_2013_12_01"])
+    ['an197522_2013_03_08', 'an197522_2013_03_10']
+    """
+    text, names = str(value), [str(v) for v in valid]
+    containing = [v for v in names if text and text in v] if len(text) >= 3 else []
+    similar = difflib.get_close_matches(text, names, n=n, cutoff=0.6)
+    return list(dict.fromkeys([*containing, *similar]))[:n]
+
+
+class InvalidChoiceError(SscxrError, ValueError):
+    """An argument is not one of the names it can take; the message suggests the closest and
+    lists them all. ``argument``, ``value``, ``valid`` and ``suggestions`` are kept.
+
+    >>> raise InvalidChoiceError("how", "absmx", ["mean", "max", "min", "absmax"])
+    Traceback (most recent call last):
+    ...
+    sscxr.errors.InvalidChoiceError: how='absmx' is not valid; did you mean 'absmax'? Valid: 'mean', 'max', 'min', 'absmax'
+    """
+
+    def __init__(self, argument: str, value: object, valid: Iterable[object], *, what: str = "valid",
+                 hint: str | None = None):  # fmt: skip
+        self.argument, self.value = argument, value
+        self.valid = [str(v) for v in valid]
+        self.suggestions = closest(value, self.valid)
+        guess = f"; did you mean {' or '.join(map(repr, self.suggestions))}?" if self.suggestions else "."
+        msg = f"{argument}={value!r} is not {what}{guess} Valid: {', '.join(map(repr, self.valid))}"
+        super().__init__(msg + (f" ({hint})" if hint else ""))
+
+
+class UnknownEntryError(InvalidChoiceError, KeyError):
+    """A catalog has no entry of that name (a ``KeyError``, as intake's own)."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class CatalogError(SscxrError, ValueError):
+    """intake could not open a catalog or build one of its entries; the message is intake's, in full."""
+
+
+class StoreRootNotSetError(SscxrError, ValueError):
+    """A catalog entry was read but no store root says where the stores are."""

@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from . import _kernels
+from .errors import InvalidChoiceError
 from .align import frame_rate, to_numpy
 
 __all__ = ["HOWS", "DERIVED", "resample_whisker"]
@@ -48,9 +49,11 @@ def _frames(frames: xr.Dataset | xr.DataArray) -> xr.DataArray:
 
 def _hows(how: str | Mapping[str, str], variables: Sequence[str]) -> dict[str, str]:
     hows = {v: how for v in variables} if isinstance(how, str) else {v: how.get(v, "mean") for v in variables}
-    bad = {v: h for v, h in hows.items() if h not in HOWS}
-    if bad:
-        raise ValueError(f"how={bad}: expected one of {HOWS} (or a mapping variable -> one of them)")
+    for v, h in hows.items():
+        if h not in HOWS:
+            name = "how" if isinstance(how, str) else f"how[{v!r}]"
+            raise InvalidChoiceError(name, h, HOWS, hint="or a mapping variable -> one of them, e.g. "
+                                                         "{'curvature_change': 'absmax'}")
     return hows
 
 

@@ -97,8 +97,8 @@ def test_plots_draw(session):
     tensor = session.sscx.trial_tensor("dff", subvolume=1, align_to="first_touch")
     fig = plot_trial_tensor(tensor)
     assert len(fig.axes) == 3  # heatmap, its colorbar, mean trace
-    assert len(plot_mean_trace(tensor, cell=int(tensor.cell[0])).lines) >= 2
-    assert plot_heatmap(tensor, by=None).images
+    assert len(plot_mean_trace(tensor, cell=int(tensor.cell[0])).axes[0].lines) >= 2
+    assert plot_heatmap(tensor, by=None).axes[0].images
     with pytest.raises(ValueError, match="expected a trial tensor"):
         plot_heatmap(tensor.isel(trial=0))
 

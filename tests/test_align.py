@@ -244,8 +244,10 @@ def test_dataset_align_and_whisker_are_lazy_on_a_store(lazy_tree, tree):
 
 # --- errors -------------------------------------------------------------------------------------
 def test_unknown_event_lists_known_ones(tree):
-    with pytest.raises(ValueError, match=r"align_to='pole_inn' is not a known event; expected one of .*'first_touch'"):
+    with pytest.raises(ValueError, match=r"align_to='pole_inn' is not a known event; did you mean 'pole_in'.*"
+                                         r"Valid: .*'first_touch'") as info:
         tree.sscx.trial_tensor("dff", subvolume=1, align_to="pole_inn")
+    assert info.value.suggestions[0] == "pole_in" and "touch_protraction" in info.value.valid
 
 
 @pytest.mark.parametrize("window", [(5.0, -3.0), (1.0, 1.0), (0.0, float("nan")), "wide", (1.0,)])

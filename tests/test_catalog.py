@@ -12,7 +12,7 @@ import zarr
 
 import sscxr
 from sscxr import catalog as sc
-from sscxr.errors import SchemaError, StoreVersionWarning
+from sscxr.errors import CatalogError, SchemaError, StoreRootNotSetError, StoreVersionWarning, UnknownEntryError
 from sscxr.io import content_version
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,12 +104,51 @@ def test_store_root_parameter(monkeypatch):
     monkeypatch.delenv(sc.STORE_ROOT_ENV, raising=False)
     cat = sc.open_catalog()
     reader = cat["an274424"]
+    with pytest.raises(sc.StoreRootNotSetError):  # the default root is a placeholder (see below)
+        sc.store_url(reader.kwargs["store"], reader.kwargs["root"])
+    monkeypatch.setattr(sc, "DEFAULT_STORE_ROOT_PUBLISHED", True)
     assert sc.store_url(reader.kwargs["store"], reader.kwargs["root"]) == f"{sc.DEFAULT_STORE_ROOT}/an274424.zarr"
     monkeypatch.setenv(sc.STORE_ROOT_ENV, "s3://env-bucket/stores")
     reader = sc.open_catalog()["an274424"]
     assert sc.store_url(reader.kwargs["store"], reader.kwargs["root"]) == "s3://env-bucket/stores/an274424.zarr"
     reader = sc.open_catalog()(store_root="/data/stores")["an274424"]
     assert sc.store_url(reader.kwargs["store"], reader.kwargs["root"]) == "/data/stores/an274424.zarr"
+
+
+def test_unknown_entry_suggests_the_closest_and_lists_all():
+    cat = sscxr.open_catalog()(store_root="/data/stores")  # the parameterised copy keeps the errors
+    with pytest.raises(KeyError) as info:
+        cat["an274425"]
+    err = info.value
+    assert isinstance(err, UnknownEntryError) and err.suggestions[0] == "an274424"
+    assert err.valid == sorted(SESSIONS + ANIMALS)
+    text = str(err)  # the whole message, not KeyError's repr of it
+    assert text.startswith("entry='an274425' is not an entry of this catalog; did you mean 'an274424'")
+    assert all(repr(name) in text for name in SESSIONS + ANIMALS)
+    with pytest.raises(UnknownEntryError, match="did you mean 'an197522_2013_03_08' or 'an197522_2013_03_10'"):
+        cat["an197522"]
+
+
+def test_a_file_that_is_not_an_intake2_catalog_is_a_catalog_error(tmp_path):
+    path = tmp_path / "v1.yaml"
+    path.write_text("sources:\n  a: {driver: zarr}\n")
+    with pytest.raises(CatalogError, match=r"v1.yaml is not an intake 2 catalog \(version: None, expected 2\): "
+                                           r"intake says ValueError: Not a V2 catalog"):
+        sc.open_catalog(path)
+
+
+def test_no_store_root_is_one_clear_error_before_any_network_call(monkeypatch):
+    monkeypatch.delenv(sc.STORE_ROOT_ENV, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("open_store was called")
+
+    monkeypatch.setattr(sc, "open_store", no_network)
+    with pytest.raises(StoreRootNotSetError) as info:
+        sscxr.open_catalog()["an274424"].read()
+    text = str(info.value)
+    assert text.startswith("no store root is configured") and "an274424.zarr" in text
+    assert "SSCXR_STORE_ROOT" in text and 'open_catalog()(store_root="s3://my-bucket/stores")' in text
 
 
 # --------------------------------------------------------------------------------------------

@@ -107,8 +107,10 @@ def test_tree_accessor_equals_function(tree):
 
 def test_errors(tree):
     whisker, sub = tree["whisker"].to_dataset(), tree["imaging/subvolume_01"].to_dataset()
-    with pytest.raises(ValueError, match=r"how=\{'angle': 'median'.*expected one of \('mean', 'max', 'min', "):
+    with pytest.raises(ValueError, match=r"how='median' is not valid; did you mean 'mean'.*Valid: 'mean', 'max', "):
         resample_whisker(whisker, sub, how="median")
+    with pytest.raises(ValueError, match=r"how\['curvature_change'\]='absmx' .* did you mean 'absmax'"):
+        resample_whisker(whisker, sub, how={"angle": "mean", "curvature_change": "absmx"})
     with pytest.raises(ValueError, match=r"variables \['velocity'\] are not in the whisker group"):
         resample_whisker(whisker, sub, variables=("velocity",))
     with pytest.raises(ValueError, match="variables is empty"):
