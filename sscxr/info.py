@@ -17,9 +17,15 @@ def describe_store(url: str, *, storage_options: Mapping[str, Any] | None = None
     ...
     """
     from .io import make_store, storage_errors
+    from .versions import resolve
 
     with storage_errors(url, storage_options):  # a wrong URL or a refusal: one clear error
-        return _describe(url, zarr.open_group(make_store(url, storage_options), mode="r"))
+        version = resolve(url, storage_options)
+        text = _describe(url, zarr.open_group(make_store(version, storage_options), mode="r"))
+    if version != url.rstrip("/"):
+        head, _, rest = text.partition("\n")
+        text = f"{head}\npublished version: {version}\n{rest}"
+    return text
 
 
 def _describe(url: str, root: zarr.Group) -> str:
