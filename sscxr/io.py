@@ -71,7 +71,8 @@ __all__ = [
 
 Chunks: TypeAlias = Literal["auto"] | Mapping[str, Any] | None
 """``"auto"``: the store's own chunks with dask (numpy-backed lazy arrays without dask);
-``None``: lazy numpy-backed arrays; a mapping: passed to xarray as ``chunks``."""
+``None``: lazy numpy-backed arrays; a mapping: dimension -> chunk size, as xarray's ``chunks=``
+(dimensions not named keep the store's chunks); dask keys always name the group."""
 
 ARCHIVE_OPENERS = {"ssc-1": "sscxr.open_session", "ssc-11": "sscxr.open_animal"}
 VERSION_EXCLUDED_ATTRS = ("content_version", "sscxr_status")
@@ -719,18 +720,32 @@ def _prefetch_indexes(store: Store, group: zarr.Group, paths: Sequence[str] | No
     store.add({k: buf for k, buf in zip(keys, sync(fetch_all()), strict=True) if buf is not None})
 
 
-def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str) -> xr.Dataset:
-    """What ``chunks={}`` does in xarray: dask arrays on each variable's own zarr chunks.
+def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = None) -> xr.Dataset:
+    """Dask arrays named after the group ``path``, chunked as xarray's ``chunks=`` would chunk them.
+
+    ``chunks`` maps dimensions to sizes (``None``, ``{}``: each variable's own zarr chunks; a
+    size of ``-1``: whole; ``"auto"``: dask's choice, aligned with the zarr chunks); dimensions
+    it does not name keep their zarr chunks, as in ``xr.open_dataset(..., chunks=...)``.
+    xarray names its dask arrays ``open_dataset-<variable>-<token of the store and chunks>``,
+    without the group: two groups' same-named variables then share their keys, and one
+    ``dask.compute`` of both returns one group's values for the other. Here the name holds the
+    group path and a token of this opening.
 
     The freshly opened dataset is ours alone, so each variable's data is swapped in place
     (``assign`` would re-merge the dataset once per call: a third of the open time).
     """
+    from dask.array.core import normalize_chunks
+
+    asked = dict.fromkeys(ds.dims, chunks) if isinstance(chunks, int | str) else dict(chunks or {})
     for name, var in ds.variables.items():
         if name in ds.xindexes or var.ndim == 0:
             continue
-        chunks = {d: c for d, c in var.encoding.get("preferred_chunks", {}).items() if d in var.dims}
+        preferred = var.encoding.get("preferred_chunks", {})
+        stored = tuple(preferred.get(d, size) for d, size in zip(var.dims, var.shape, strict=True))
+        wanted = tuple(asked.get(d) or own for d, own in zip(var.dims, stored, strict=True))
+        blocks = normalize_chunks(wanted, var.shape, dtype=var.dtype, previous_chunks=stored)
         kwargs = {"name": f"sscxr-open-{name}-{path}-{token}"}
-        var.data = var.chunk(chunks or {d: -1 for d in var.dims}, from_array_kwargs=kwargs).data
+        var.data = var.chunk(dict(zip(var.dims, blocks, strict=True)), from_array_kwargs=kwargs).data
     return ds
 
 
@@ -738,22 +753,23 @@ def _open_datasets(store: Store | StorePath, paths: Sequence[str] | None, chunks
                    zarr_format: int | None = None) -> dict[str, xr.Dataset]:  # fmt: skip
     """Open groups (all when ``paths`` is None) as Datasets keyed by ``/path``.
 
-    Index chunks should be in the store's cache already (:func:`_prefetch_indexes`).
+    With dask (``chunks`` not None), arrays are chunked here, not by xarray, so that their dask
+    keys name the group (:func:`_chunk_on_store_chunks`). Index chunks should be in the store's
+    cache already (:func:`_prefetch_indexes`).
     """
-    on_store_chunks = isinstance(chunks, Mapping) and not chunks
     kwargs: dict[str, Any] = {"engine": "zarr", "consolidated": consolidated, "zarr_format": zarr_format,
-                              "chunks": None if on_store_chunks else chunks}  # fmt: skip
-    if on_store_chunks:
+                              "chunks": None}  # fmt: skip
+    if chunks is not None:
         kwargs["cache"] = False
     target: Any = store  # xarray's annotations do not list zarr stores, which it opens
     if paths is None:
         datasets = dict(xr.open_groups(target, **kwargs))
     else:
         datasets = {"/" + p.strip("/"): xr.open_dataset(target, group=p or None, **kwargs) for p in paths}
-    if not on_store_chunks:
+    if chunks is None:
         return datasets
     token = secrets.token_hex(8)
-    return {path: _chunk_on_store_chunks(ds, path, token) for path, ds in datasets.items()}
+    return {path: _chunk_on_store_chunks(ds, path, token, chunks) for path, ds in datasets.items()}
 
 
 def _open_subtree(store: Store, root: zarr.Group, paths: Sequence[str], chunks: Any, consolidated: bool) -> xr.DataTree:
@@ -807,7 +823,9 @@ def open_store(
     chunks
         ``"auto"`` (default): dask arrays on the store's own chunks when dask is installed,
         lazily indexed numpy-backed arrays otherwise; ``None``: the latter always; a mapping:
-        passed to xarray.
+        dimension -> chunk size, as xarray's ``chunks=`` (dimensions not named keep the store's
+        chunks). Dask keys name the group, so same-named variables of different groups can be
+        computed together.
     groups
         Open only these groups (paths such as ``"imaging/subvolume_05"``, or glob patterns such
         as ``"imaging/*"``) plus the root attrs. Much faster than the whole tree on S3: the
