@@ -76,7 +76,9 @@ Chunks: TypeAlias = Literal["auto"] | Mapping[str, Any] | None
 
 ARCHIVE_OPENERS = {"ssc-1": "sscxr.open_session", "ssc-11": "sscxr.open_animal"}
 VERSION_EXCLUDED_ATTRS = ("content_version", "sscxr_status")
-_CONTENT_VERSION_SCHEME = "sscxr-content-version/1"
+VERSION_EXCLUDED_PROVENANCE = ("created",)  # run-dependent: two conversions of one source agree
+_CONTENT_VERSION_SCHEME = "sscxr-content-version/2"
+_OLD_CONTENT_VERSION_SCHEMES = ("sscxr-content-version/1",)  # hashed provenance.created too
 _LOCAL_PROTOCOLS = {"", "file", "local"}
 _SECRET_KEYS = frozenset(
     {
@@ -499,21 +501,37 @@ def _node_documents(metadata: Any) -> dict[str, Any]:
     return docs
 
 
-def _version_of_group(group: zarr.Group) -> str:
-    return version_of_metadata(group.metadata, {path: m.metadata for path, m in group.members(max_depth=None)})
+def _version_of_group(group: zarr.Group, scheme: str = _CONTENT_VERSION_SCHEME) -> str:
+    members = {path: m.metadata for path, m in group.members(max_depth=None)}
+    return version_of_metadata(group.metadata, members, scheme=scheme)
 
 
-def version_of_metadata(root: Any, members: Mapping[str, Any]) -> str:
+def _versions_of_group(group: zarr.Group) -> tuple[str, set[str]]:
+    """(the content version, every version the group had under this and earlier schemes)."""
+    current = _version_of_group(group)
+    return current, {current} | {_version_of_group(group, old) for old in _OLD_CONTENT_VERSION_SCHEMES}
+
+
+def version_of_metadata(root: Any, members: Mapping[str, Any], *, scheme: str = _CONTENT_VERSION_SCHEME) -> str:
     """:func:`content_version` from metadata objects already in memory: the root group's and
-    every member's (``{path: metadata}``), as the converter holds them when it finalises a store."""
+    every member's (``{path: metadata}``), as the converter holds them when it finalises a store.
+
+    ``scheme`` is for reading stores whose recorded version an earlier scheme computed:
+    ``"sscxr-content-version/1"`` also hashed ``provenance.created``."""
     nodes = {"": _node_documents(root)}
     for attr_doc in (nodes[""].get("zarr.json", {}).get("attributes"), nodes[""].get(".zattrs")):
-        for name in VERSION_EXCLUDED_ATTRS if isinstance(attr_doc, dict) else ():
-            attr_doc.pop(name, None)  # type: ignore[union-attr]
+        if not isinstance(attr_doc, dict):
+            continue
+        for name in VERSION_EXCLUDED_ATTRS:
+            attr_doc.pop(name, None)
+        provenance = attr_doc.get("provenance")
+        if isinstance(provenance, dict) and scheme not in _OLD_CONTENT_VERSION_SCHEMES:
+            for name in VERSION_EXCLUDED_PROVENANCE:
+                provenance.pop(name, None)
     nodes[""].pop(".zmetadata", None)
     for path, metadata in members.items():
         nodes[path] = _node_documents(metadata)
-    payload = json.dumps([_CONTENT_VERSION_SCHEME, sorted(nodes.items())], sort_keys=True, separators=(",", ":"))
+    payload = json.dumps([scheme, sorted(nodes.items())], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -524,10 +542,12 @@ def content_version(
     """16 hex digits of sha256 over a store's metadata: what a catalog pins.
 
     Covers every node's path, shape, dtype, chunks, codecs, fill value, dimension names and
-    attrs, sorted, and excludes the root attrs ``content_version`` and ``sscxr_status`` (so the
-    converter can compute it before it writes them). Data values are not read: it changes when
-    the converter, the schema or the source's shape changes, and is cheap (one read of the
-    consolidated metadata).
+    attrs (so the provenance: each source file's sha256, the converter version and the options),
+    sorted, and excludes the root attrs ``content_version`` and ``sscxr_status`` (so the
+    converter can compute it before it writes them) and ``provenance.created``: two conversions
+    of one source with one converter give one version, whenever and wherever they ran. Data
+    values are not read: it changes when the converter, the schema or a source file changes, and
+    is cheap (one read of the consolidated metadata).
 
     >>> import zarr
     >>> g = zarr.open_group(zarr.storage.MemoryStore(), mode="w", attributes={"archive": "ssc-1"})
@@ -644,16 +664,16 @@ def _check_root(url: str, attrs: Mapping[str, Any], archive: str | None, require
 
 
 def _check_version(url: str, root: zarr.Group, check_version: str | bool) -> None:
-    actual = _version_of_group(root)
+    actual, known = _versions_of_group(root)  # a store converted before scheme 2 keeps its pins
     recorded = root.attrs.get("content_version")
-    if recorded is not None and recorded != actual:
+    if recorded is not None and recorded not in known:
         warnings.warn(
             f"{url}: metadata changed after conversion (recorded content_version {recorded}, "
             f"now {actual})",
             StoreVersionWarning,
             stacklevel=3,
         )
-    if isinstance(check_version, str) and check_version != actual:
+    if isinstance(check_version, str) and check_version not in known:
         warnings.warn(
             f"{url}: content version is {actual}, but {check_version} was pinned (by a catalog "
             "entry?): the store was re-converted since; refresh the pin with "

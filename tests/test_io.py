@@ -267,6 +267,29 @@ def test_content_version_ignores_status_and_itself(session_store):
     assert sio.content_version(unconsolidated) == version
 
 
+def test_content_version_ignores_creation_time_and_keeps_old_pins(session_store):
+    """``provenance.created`` is not hashed (scheme 2); a version recorded or pinned under
+    scheme 1, which hashed it, is still accepted without a warning."""
+    url, _ = session_store
+    group = zarr.open_group(url, mode="r+", use_consolidated=False)
+    group.attrs["provenance"] = {**group.attrs["provenance"], "created": "2020-01-01T00:00:00+00:00",
+                                 "sources": [{"name": "a.mat", "size": 1, "sha256": "0" * 64}]}  # fmt: skip
+    version = sio.content_version(group)
+    old = sio._version_of_group(group, "sscxr-content-version/1")
+    group.attrs["provenance"] = {**group.attrs["provenance"], "created": "2031-01-01T00:00:00+00:00"}
+    assert sio.content_version(group) == version
+    assert sio._version_of_group(group, "sscxr-content-version/1") != old
+    group.attrs["provenance"] = {**group.attrs["provenance"], "sources": [{"name": "a.mat", "size": 1,
+                                                                           "sha256": "1" * 64}]}  # fmt: skip
+    assert sio.content_version(group) != version
+    group.attrs["content_version"] = sio._version_of_group(group, "sscxr-content-version/1")
+    zarr.consolidate_metadata(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreVersionWarning)
+        sio.open_session(url, check_version=group.attrs["content_version"], chunks=None, groups=["trials"])
+        sio.open_session(url, check_version=True, chunks=None, groups=["trials"])
+
+
 def _tiny_tree(**changes: object) -> xr.DataTree:
     """Enough structure for the content version: root attrs, one group, two arrays."""
     ds = xr.Dataset({"dff": (("cell", "time"), np.zeros((4, 6)), {"units": "dF/F"})},
