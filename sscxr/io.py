@@ -4,7 +4,9 @@ The library knows storage only as a URL plus ``storage_options`` (STYLE rule 3):
 ``memory://``, ``s3://bucket/prefix/x.zarr``, a cached ``simplecache::s3://...`` chain, or any
 URL fsspec opens. S3 support is the ``s3`` extra; when `obstore <https://developmentseed.org/obstore>`_
 is installed, ``s3://`` URLs use it (faster than s3fs on every measurement in
-``docs/benchmarks-remote.md``); set ``SSCXR_S3_CLIENT=s3fs`` to force s3fs.
+``docs/benchmarks-remote.md``); set ``SSCXR_S3_CLIENT=s3fs`` to force s3fs. s3fs is also used when
+credentials can come only from an AWS profile (``AWS_PROFILE``, ``~/.aws/credentials``), which
+obstore does not read.
 
 >>> import sscxr.io as sio
 >>> tree = sio.open_session("s3://bucket/an197522_2013_03_08.zarr",
@@ -16,7 +18,8 @@ is installed, ``s3://`` URLs use it (faster than s3fs on every measurement in
 Credentials never leave the process that was given them: stores built here pickle (for dask
 graphs, ``distributed`` workers, ``cloudpickle``) without any secret. Unpickled in the same
 process they find the secret again in a process-local registry; elsewhere they fall back to the
-worker's own credential chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``~/.aws``, roles).
+worker's own credential chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, roles; with s3fs
+also ``~/.aws`` profiles).
 """
 
 from __future__ import annotations
@@ -267,6 +270,15 @@ def _s3_client() -> str:
     return choice
 
 
+def _profile_credentials_only(options: Mapping[str, Any]) -> bool:
+    """Whether S3 credentials can come only from an AWS profile (``AWS_PROFILE``,
+    ``~/.aws/credentials``): obstore reads the ``AWS_*`` variables and roles, not profiles."""
+    if options.get("anon") or _secret_values(options) or os.environ.get("AWS_ACCESS_KEY_ID"):
+        return False
+    shared = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.expanduser("~/.aws/credentials")
+    return bool(os.environ.get("AWS_PROFILE")) or os.path.isfile(shared)
+
+
 def _require_protocol(protocol: str) -> None:
     from fsspec.registry import get_filesystem_class, known_implementations, registry
 
@@ -293,7 +305,8 @@ def _recipe_for(url: str, storage_options: Mapping[str, Any] | None, read_only: 
         backend: Literal["local", "fsspec", "obstore"] = "fsspec"
     elif protocol in _LOCAL_PROTOCOLS:
         backend = "local"
-    elif protocol in {"s3", "s3a"} and _s3_client() == "obstore" and _obstore_s3_kwargs(url, options) is not None:
+    elif (protocol in {"s3", "s3a"} and _s3_client() == "obstore" and _obstore_s3_kwargs(url, options) is not None
+          and not _profile_credentials_only(options)):
         backend = "obstore"
     else:
         backend = "fsspec"
