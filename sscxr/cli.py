@@ -1,20 +1,32 @@
 """The ``sscxr`` command: convert, verify, info, demo, catalog.
 
 Every failure prints one clear line on stderr and exits with status 2 (1 for a failed
-verification); tracebacks are for bugs only.
+verification); tracebacks are for bugs only. An interrupted command (Ctrl-C: SIGINT, or
+SIGTERM, as ``kill`` and batch schedulers send) stops cleanly, says so in one line and exits
+with status 130 (SIGINT) or 143 (SIGTERM), the shell's 128 + signal number.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
-from .errors import SscxrError
+from .errors import SourceFormatError, SscxrError, StorageAccessError
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that the same cleanup runs."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,14 +38,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         _parser().print_help()
         return 2
+    _warn_secret_options(args)
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except SscxrError as exc:
         print(f"sscxr {args.command}: error: {exc}", file=sys.stderr)
         return 1 if type(exc).__name__ == "VerificationError" else 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"sscxr {args.command}: interrupted; rerun with --resume to finish", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, _Terminated) else 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`_Terminated` (a ``KeyboardInterrupt``) in the main thread inside
+    the block; the previous handler is restored after it. Elsewhere than the main thread (where
+    Python allows no handler) the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _warn_secret_options(args: argparse.Namespace) -> None:
+    """One warning line when ``--storage-options`` holds a credential: ``ps`` shows it."""
+    options = getattr(args, "storage_options", None)
+    if not options:
+        return
+    from .io import _is_secret
+
+    def names(value: Any) -> list[str]:
+        if isinstance(value, Mapping):
+            return [str(k) for k, v in value.items() if _is_secret(str(k), v)] + [
+                n for v in value.values() for n in names(v)]
+        return [n for v in value for n in names(v)] if isinstance(value, list | tuple) else []
+
+    found = names(options)
+    if found:
+        print(f"sscxr {args.command}: warning: --storage-options holds credentials ({', '.join(sorted(set(found)))}), "
+              "which any user of this machine sees in `ps` and your shell keeps in its history; set "
+              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials, "
+              "instead (docs/remote.md)", file=sys.stderr)  # fmt: skip
 
 
 def run() -> NoReturn:
@@ -140,6 +194,7 @@ def _conversion() -> Any:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    _check_convert_args(args)
     conv = _conversion()
     spec = conv.ConversionSpec(raw=args.raw, red=args.red, allow_missing=args.allow_missing)
     result = conv.convert(args.src, args.dest, storage_options=args.storage_options, spec=spec,
@@ -150,6 +205,37 @@ def _convert(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(result)
     return 0
+
+
+def _check_convert_args(args: argparse.Namespace) -> None:
+    """Refuse, before any reading, what would fail late or hang: ``--workers`` below 1, a SRC
+    that does not exist, a local DEST that is a file or cannot be created."""
+    if args.workers is not None and args.workers < 1:
+        raise SscxrError(f"--workers must be 1 or more (got {args.workers}); leave it out to run in this process")
+    if not Path(args.src).exists():
+        raise SourceFormatError(args.src, "does not exist")
+    _check_local_dest(args.dest)
+
+
+def _check_local_dest(dest: str) -> None:
+    """A local DEST must be a directory or not exist, and be creatable (tries one file there)."""
+    from .io import _LOCAL_PROTOCOLS, _protocol
+
+    if "::" in dest or _protocol(dest) not in _LOCAL_PROTOCOLS:
+        return
+    path = Path(os.path.expanduser(dest.split("://", 1)[1] if "://" in dest else dest))
+    if path.exists() and not path.is_dir():
+        raise StorageAccessError(f"DEST {dest} is a file, not a store: give a new path (stores end in .zarr)")
+    parent = path if path.is_dir() else next((p for p in path.absolute().parents if p.exists()), Path("/"))
+    if not parent.is_dir():
+        raise StorageAccessError(f"DEST {dest} cannot be created: {parent} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sscxr-write-probe-", dir=parent)
+    except OSError as exc:
+        raise StorageAccessError(f"DEST {dest} cannot be written: {parent} is not writable "
+                                 f"({exc.strerror or type(exc).__name__})") from None  # fmt: skip
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _verify(args: argparse.Namespace) -> int:
