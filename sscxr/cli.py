@@ -107,12 +107,26 @@ def run() -> NoReturn:
         code = main()
     except SystemExit as exc:  # argparse's --help and usage errors
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    _quiet_teardown()
     if "obstore" not in sys.modules:
         sys.exit(code)
     atexit._run_exitfuncs()  # what finalization would run first: zarr's loop, logging, finalizers
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _quiet_teardown() -> None:
+    """After the command has printed its result or its one error line, what the interpreter's
+    teardown reports is noise: s3fs/aiohttp sessions never closed ("Unclosed client session",
+    through the ``asyncio`` logger) and zarr's abandoned reads of a failed open, whose
+    aiobotocore context cannot be reset from the finalizer ("Exception ignored in: <coroutine
+    ...get>... ValueError: ... created in a different Context"): many lines after the one that
+    matters."""
+    import logging
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -197,14 +211,40 @@ def _convert(args: argparse.Namespace) -> int:
     _check_convert_args(args)
     conv = _conversion()
     spec = conv.ConversionSpec(raw=args.raw, red=args.red, allow_missing=args.allow_missing)
-    result = conv.convert(args.src, args.dest, storage_options=args.storage_options, spec=spec,
-                          workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
-                          resume=args.resume, progress=not args.quiet)
+    with _storage_failures(args.dest, args.storage_options):
+        result = conv.convert(args.src, args.dest, storage_options=args.storage_options, spec=spec,
+                              workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
+                              resume=args.resume, progress=not args.quiet)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet:
         print(result)
     return 0
+
+
+_STORAGE_MODULES = ("obstore", "botocore", "aiobotocore", "s3fs", "aiohttp", "gcsfs", "adlfs")
+
+
+@contextlib.contextmanager
+def _storage_failures(dest: str, storage_options: Mapping[str, Any] | None) -> Iterator[None]:
+    """A failure of the storage client writing a remote DEST, from wherever in the conversion it
+    comes, as one :class:`StorageAccessError` line (``sscxr.io.storage_errors``). Errors of the
+    local source (an ``OSError`` with a file name, anything else) pass unchanged."""
+    from .io import _LOCAL_PROTOCOLS, _protocol, storage_errors
+
+    if "::" not in dest and _protocol(dest) in _LOCAL_PROTOCOLS:
+        yield
+        return
+    try:
+        yield
+    except SscxrError:
+        raise
+    except Exception as exc:
+        local_file = isinstance(exc, OSError) and exc.filename is not None and os.path.exists(str(exc.filename))
+        if local_file or not (type(exc).__module__.split(".")[0] in _STORAGE_MODULES or isinstance(exc, OSError)):
+            raise
+        with storage_errors(dest, storage_options, writing=True):
+            raise
 
 
 def _check_convert_args(args: argparse.Namespace) -> None:

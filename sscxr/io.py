@@ -39,6 +39,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -207,24 +208,83 @@ class _SecretFreePickle:
         return new
 
 
+class _StorageErrors:
+    """Mixin for remote stores: a failure of a read or write, wherever it runs (inside a dask
+    ``compute``, on a worker), is a :class:`StorageAccessError` naming the URL, without secret,
+    when :func:`_diagnose` recognises it (refused, unreachable, missing bucket); others pass."""
+
+    _sscxr_recipe: _Recipe
+
+    def _sscxr_translate(self, exc: Exception, writing: bool) -> Exception:
+        recipe = getattr(self, "_sscxr_recipe", None)
+        if recipe is None or recipe.backend == "local" or isinstance(exc, SscxrError):
+            return exc
+        return _diagnose(exc, recipe.url, recipe, None, writing) or exc  # no probe: we are on zarr's loop
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        try:
+            return await super().get(key, prototype, byte_range)  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, False) from None
+
+    async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
+        try:
+            return await super().get_partial_values(prototype, key_ranges)  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, False) from None
+
+    async def exists(self, key: str) -> bool:
+        try:
+            return bool(await super().exists(key))  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, False) from None
+
+    async def set(self, key: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().set(key, value, *args, **kwargs)  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, True) from None
+
+    async def delete(self, key: str) -> None:
+        try:
+            await super().delete(key)  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, True) from None
+
+    async def delete_dir(self, prefix: str) -> None:
+        try:
+            await super().delete_dir(prefix)  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, True) from None
+
+
 class _SafeLocalStore(_SecretFreePickle, zarr.storage.LocalStore):
     pass
 
 
-class _SafeFsspecStore(_SecretFreePickle, zarr.storage.FsspecStore):
+class _SafeFsspecStore(_StorageErrors, _SecretFreePickle, zarr.storage.FsspecStore):
     pass
 
 
 def _safe_object_store_class() -> type:
     from zarr.storage import ObjectStore
 
-    class _SafeObjectStore(_SecretFreePickle, ObjectStore):  # type: ignore[type-arg]
+    class _SafeObjectStore(_StorageErrors, _SecretFreePickle, ObjectStore):  # type: ignore[type-arg]
         pass
 
     return _SafeObjectStore
 
 
 _SAFE_OBJECT_STORE: type | None = None
+
+OBSTORE_RETRY: dict[str, Any] = {
+    "max_retries": 3,
+    "retry_timeout": timedelta(seconds=10),
+    "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2), "base": 2},
+}
+"""obstore's retries (5xx, dropped connections, timeouts): 3, as the AWS SDKs' standard mode, within
+10 s. obstore's own default, 10 within 3 minutes, left a compute hanging for minutes once the
+server was gone before the error came."""
 
 
 def _obstore_s3_kwargs(url: str, options: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -258,6 +318,7 @@ def _obstore_s3_kwargs(url: str, options: Mapping[str, Any]) -> dict[str, Any] |
         kwargs["client_options"] = {"allow_http": str(endpoint).startswith("http://")}
     config["region"] = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     kwargs["config"] = config
+    kwargs["retry_config"] = dict(OBSTORE_RETRY)
     return kwargs
 
 
@@ -424,12 +485,20 @@ def _diagnose(exc: BaseException, url: str, recipe: _Recipe, store: Store | None
     if "NoSuchBucket" in text or "bucket does not exist" in text:
         return StorageAccessError(f"bucket {_bucket(url)!r} does not exist{_endpoint(recipe)}: check the URL {url}")
     denied = isinstance(exc, PermissionError) or obstore_kind in {"PermissionDeniedError", "UnauthenticatedError"}
-    if denied or re.search(r"AccessDenied|Forbidden|\b403\b", text):
+    shown = (text.strip().splitlines() or [""])[0]  # obstore appends a multi-line "Debug source"
+    if denied or re.search(r"AccessDenied|Forbidden|\b403\b|NoCredentialsError|Unable to locate credentials", text):
         give = ("Give credentials: storage_options={'key': ..., 'secret': ...}, or set "
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and drop anon=True")  # fmt: skip
         if recipe.anonymous:
             why = "anonymous writes are never allowed" if writing else "the bucket is private (or does not exist)"
             return StorageAccessError(f"anonymous {verb} {where} was refused: {why}. {give}")
+        if recipe.credential_token and recipe.credential_token not in _CREDENTIALS:
+            return StorageAccessError(
+                f"{verb} {where} was refused in a process without credentials (a dask worker?): the "
+                "storage_options' key and secret stay in the process they were given to (they never "
+                "travel in task graphs); give the workers credentials of their own: "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE in their environment"
+            )
         if not recipe.has_credentials:
             return StorageAccessError(
                 f"{verb} {where} was refused: storage_options hold no credentials and those of the "
@@ -438,11 +507,11 @@ def _diagnose(exc: BaseException, url: str, recipe: _Recipe, store: Store | None
         if re.search(r"SignatureDoesNotMatch|InvalidAccessKeyId|InvalidClientTokenId", text):
             return StorageAccessError(f"the credentials given for {where} were rejected: wrong access key or secret")
         return StorageAccessError(
-            f"{verb} {where} was denied: the credentials lack permission, or are wrong ({text[:200]})"
+            f"{verb} {where} was denied: the credentials lack permission, or are wrong ({shown[:200]})"
         )
     if re.search(r"Connect(ion)? ?(refused|error)|ConnectorError|EndpointConnectionError|error sending request|"
                  r"Cannot connect|Could not connect|dns error", text, re.IGNORECASE):  # fmt: skip
-        return StorageAccessError(f"cannot reach the storage service for {where}: {text[:300]}")
+        return StorageAccessError(f"cannot reach the storage service for {where}: {shown[:300]}")
     if not writing and (not_found or "GroupNotFound" in text or "not found" in text.lower()):
         return StorageAccessError(
             f"no zarr store at {where}: nothing was found there (check the URL; stores end in .zarr)"
