@@ -1,20 +1,32 @@
 """The ``sscxr`` command: convert, verify, info, demo, catalog.
 
 Every failure prints one clear line on stderr and exits with status 2 (1 for a failed
-verification); tracebacks are for bugs only.
+verification); tracebacks are for bugs only. An interrupted command (Ctrl-C: SIGINT, or
+SIGTERM, as ``kill`` and batch schedulers send) stops cleanly, says so in one line and exits
+with status 130 (SIGINT) or 143 (SIGTERM), the shell's 128 + signal number.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
-from .errors import SscxrError
+from .errors import SourceFormatError, SscxrError, StorageAccessError
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that the same cleanup runs."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,14 +38,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         _parser().print_help()
         return 2
+    _warn_secret_options(args)
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except SscxrError as exc:
         print(f"sscxr {args.command}: error: {exc}", file=sys.stderr)
         return 1 if type(exc).__name__ == "VerificationError" else 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"sscxr {args.command}: interrupted; rerun with --resume to finish", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, _Terminated) else 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`_Terminated` (a ``KeyboardInterrupt``) in the main thread inside
+    the block; the previous handler is restored after it. Elsewhere than the main thread (where
+    Python allows no handler) the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _warn_secret_options(args: argparse.Namespace) -> None:
+    """One warning line when ``--storage-options`` holds a credential: ``ps`` shows it."""
+    options = getattr(args, "storage_options", None)
+    if not options:
+        return
+    from .io import _is_secret
+
+    def names(value: Any) -> list[str]:
+        if isinstance(value, Mapping):
+            return [str(k) for k, v in value.items() if _is_secret(str(k), v)] + [
+                n for v in value.values() for n in names(v)]
+        return [n for v in value for n in names(v)] if isinstance(value, list | tuple) else []
+
+    found = names(options)
+    if found:
+        print(f"sscxr {args.command}: warning: --storage-options holds credentials ({', '.join(sorted(set(found)))}), "
+              "which any user of this machine sees in `ps` and your shell keeps in its history; set "
+              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials, "
+              "instead (docs/remote.md)", file=sys.stderr)  # fmt: skip
 
 
 def run() -> NoReturn:
@@ -53,12 +107,26 @@ def run() -> NoReturn:
         code = main()
     except SystemExit as exc:  # argparse's --help and usage errors
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    _quiet_teardown()
     if "obstore" not in sys.modules:
         sys.exit(code)
     atexit._run_exitfuncs()  # what finalization would run first: zarr's loop, logging, finalizers
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _quiet_teardown() -> None:
+    """After the command has printed its result or its one error line, what the interpreter's
+    teardown reports is noise: s3fs/aiohttp sessions never closed ("Unclosed client session",
+    through the ``asyncio`` logger) and zarr's abandoned reads of a failed open, whose
+    aiobotocore context cannot be reset from the finalizer ("Exception ignored in: <coroutine
+    ...get>... ValueError: ... created in a different Context"): many lines after the one that
+    matters."""
+    import logging
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,16 +210,74 @@ def _conversion() -> Any:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    _check_convert_args(args)
     conv = _conversion()
     spec = conv.ConversionSpec(raw=args.raw, red=args.red, allow_missing=args.allow_missing)
-    result = conv.convert(args.src, args.dest, storage_options=args.storage_options, spec=spec,
-                          workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
-                          resume=args.resume, progress=not args.quiet, break_lock=args.break_lock)
+    with _storage_failures(args.dest, args.storage_options):
+        result = conv.convert(args.src, args.dest, storage_options=args.storage_options, spec=spec,
+                              workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
+                              resume=args.resume, progress=not args.quiet, break_lock=args.break_lock)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet:
         print(result)
     return 0
+
+
+_STORAGE_MODULES = ("obstore", "botocore", "aiobotocore", "s3fs", "aiohttp", "gcsfs", "adlfs")
+
+
+@contextlib.contextmanager
+def _storage_failures(dest: str, storage_options: Mapping[str, Any] | None) -> Iterator[None]:
+    """A failure of the storage client writing a remote DEST, from wherever in the conversion it
+    comes, as one :class:`StorageAccessError` line (``sscxr.io.storage_errors``). Errors of the
+    local source (an ``OSError`` with a file name, anything else) pass unchanged."""
+    from .io import _LOCAL_PROTOCOLS, _protocol, storage_errors
+
+    if "::" not in dest and _protocol(dest) in _LOCAL_PROTOCOLS:
+        yield
+        return
+    try:
+        yield
+    except SscxrError:
+        raise
+    except Exception as exc:
+        local_file = isinstance(exc, OSError) and exc.filename is not None and os.path.exists(str(exc.filename))
+        if local_file or not (type(exc).__module__.split(".")[0] in _STORAGE_MODULES or isinstance(exc, OSError)):
+            raise
+        with storage_errors(dest, storage_options, writing=True):
+            raise
+
+
+def _check_convert_args(args: argparse.Namespace) -> None:
+    """Refuse, before any reading, what would fail late or hang: ``--workers`` below 1, a SRC
+    that does not exist, a local DEST that is a file or cannot be created."""
+    if args.workers is not None and args.workers < 1:
+        raise SscxrError(f"--workers must be 1 or more (got {args.workers}); leave it out to run in this process")
+    if not Path(args.src).exists():
+        raise SourceFormatError(args.src, "does not exist")
+    _check_local_dest(args.dest)
+
+
+def _check_local_dest(dest: str) -> None:
+    """A local DEST must be a directory or not exist, and be creatable (tries one file there)."""
+    from .io import _LOCAL_PROTOCOLS, _protocol
+
+    if "::" in dest or _protocol(dest) not in _LOCAL_PROTOCOLS:
+        return
+    path = Path(os.path.expanduser(dest.split("://", 1)[1] if "://" in dest else dest))
+    if path.exists() and not path.is_dir():
+        raise StorageAccessError(f"DEST {dest} is a file, not a store: give a new path (stores end in .zarr)")
+    parent = path if path.is_dir() else next((p for p in path.absolute().parents if p.exists()), Path("/"))
+    if not parent.is_dir():
+        raise StorageAccessError(f"DEST {dest} cannot be created: {parent} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sscxr-write-probe-", dir=parent)
+    except OSError as exc:
+        raise StorageAccessError(f"DEST {dest} cannot be written: {parent} is not writable "
+                                 f"({exc.strerror or type(exc).__name__})") from None  # fmt: skip
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _verify(args: argparse.Namespace) -> int:

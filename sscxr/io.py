@@ -4,7 +4,9 @@ The library knows storage only as a URL plus ``storage_options`` (STYLE rule 3):
 ``memory://``, ``s3://bucket/prefix/x.zarr``, a cached ``simplecache::s3://...`` chain, or any
 URL fsspec opens. S3 support is the ``s3`` extra; when `obstore <https://developmentseed.org/obstore>`_
 is installed, ``s3://`` URLs use it (faster than s3fs on every measurement in
-``docs/benchmarks-remote.md``); set ``SSCXR_S3_CLIENT=s3fs`` to force s3fs.
+``docs/benchmarks-remote.md``); set ``SSCXR_S3_CLIENT=s3fs`` to force s3fs. s3fs is also used when
+credentials can come only from an AWS profile (``AWS_PROFILE``, ``~/.aws/credentials``), which
+obstore does not read.
 
 >>> import sscxr.io as sio
 >>> tree = sio.open_session("s3://bucket/an197522_2013_03_08.zarr",
@@ -16,7 +18,8 @@ is installed, ``s3://`` URLs use it (faster than s3fs on every measurement in
 Credentials never leave the process that was given them: stores built here pickle (for dask
 graphs, ``distributed`` workers, ``cloudpickle``) without any secret. Unpickled in the same
 process they find the secret again in a process-local registry; elsewhere they fall back to the
-worker's own credential chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``~/.aws``, roles).
+worker's own credential chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, roles; with s3fs
+also ``~/.aws`` profiles).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -71,11 +75,14 @@ __all__ = [
 
 Chunks: TypeAlias = Literal["auto"] | Mapping[str, Any] | None
 """``"auto"``: the store's own chunks with dask (numpy-backed lazy arrays without dask);
-``None``: lazy numpy-backed arrays; a mapping: passed to xarray as ``chunks``."""
+``None``: lazy numpy-backed arrays; a mapping: dimension -> chunk size, as xarray's ``chunks=``
+(dimensions not named keep the store's chunks); dask keys always name the group."""
 
 ARCHIVE_OPENERS = {"ssc-1": "sscxr.open_session", "ssc-11": "sscxr.open_animal"}
 VERSION_EXCLUDED_ATTRS = ("content_version", "sscxr_status")
-_CONTENT_VERSION_SCHEME = "sscxr-content-version/1"
+VERSION_EXCLUDED_PROVENANCE = ("created",)  # run-dependent: two conversions of one source agree
+_CONTENT_VERSION_SCHEME = "sscxr-content-version/2"
+_OLD_CONTENT_VERSION_SCHEMES = ("sscxr-content-version/1",)  # hashed provenance.created too
 _LOCAL_PROTOCOLS = {"", "file", "local"}
 _SECRET_KEYS = frozenset(
     {
@@ -219,24 +226,83 @@ class _SecretFreePickle:
         return value
 
 
+class _StorageErrors:
+    """Mixin for remote stores: a failure of a read or write, wherever it runs (inside a dask
+    ``compute``, on a worker), is a :class:`StorageAccessError` naming the URL, without secret,
+    when :func:`_diagnose` recognises it (refused, unreachable, missing bucket); others pass."""
+
+    _sscxr_recipe: _Recipe
+
+    def _sscxr_translate(self, exc: Exception, writing: bool) -> Exception:
+        recipe = getattr(self, "_sscxr_recipe", None)
+        if recipe is None or recipe.backend == "local" or isinstance(exc, SscxrError):
+            return exc
+        return _diagnose(exc, recipe.url, recipe, None, writing) or exc  # no probe: we are on zarr's loop
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        try:
+            return await super().get(key, prototype, byte_range)  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, False) from None
+
+    async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
+        try:
+            return await super().get_partial_values(prototype, key_ranges)  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, False) from None
+
+    async def exists(self, key: str) -> bool:
+        try:
+            return bool(await super().exists(key))  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, False) from None
+
+    async def set(self, key: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().set(key, value, *args, **kwargs)  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, True) from None
+
+    async def delete(self, key: str) -> None:
+        try:
+            await super().delete(key)  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, True) from None
+
+    async def delete_dir(self, prefix: str) -> None:
+        try:
+            await super().delete_dir(prefix)  # type: ignore[misc]
+        except Exception as exc:
+            raise self._sscxr_translate(exc, True) from None
+
+
 class _SafeLocalStore(_SecretFreePickle, zarr.storage.LocalStore):
     pass
 
 
-class _SafeFsspecStore(_SecretFreePickle, zarr.storage.FsspecStore):
+class _SafeFsspecStore(_StorageErrors, _SecretFreePickle, zarr.storage.FsspecStore):
     pass
 
 
 def _safe_object_store_class() -> type:
     from zarr.storage import ObjectStore
 
-    class _SafeObjectStore(_SecretFreePickle, ObjectStore):  # type: ignore[type-arg]
+    class _SafeObjectStore(_StorageErrors, _SecretFreePickle, ObjectStore):  # type: ignore[type-arg]
         pass
 
     return _SafeObjectStore
 
 
 _SAFE_OBJECT_STORE: type | None = None
+
+OBSTORE_RETRY: dict[str, Any] = {
+    "max_retries": 3,
+    "retry_timeout": timedelta(seconds=10),
+    "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2), "base": 2},
+}
+"""obstore's retries (5xx, dropped connections, timeouts): 3, as the AWS SDKs' standard mode, within
+10 s. obstore's own default, 10 within 3 minutes, left a compute hanging for minutes once the
+server was gone before the error came."""
 
 
 def _obstore_s3_kwargs(url: str, options: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -270,6 +336,7 @@ def _obstore_s3_kwargs(url: str, options: Mapping[str, Any]) -> dict[str, Any] |
         kwargs["client_options"] = {"allow_http": str(endpoint).startswith("http://")}
     config["region"] = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     kwargs["config"] = config
+    kwargs["retry_config"] = dict(OBSTORE_RETRY)
     return kwargs
 
 
@@ -280,6 +347,15 @@ def _s3_client() -> str:
     if choice == "auto":
         return "obstore" if importlib.util.find_spec("obstore") else "s3fs"
     return choice
+
+
+def _profile_credentials_only(options: Mapping[str, Any]) -> bool:
+    """Whether S3 credentials can come only from an AWS profile (``AWS_PROFILE``,
+    ``~/.aws/credentials``): obstore reads the ``AWS_*`` variables and roles, not profiles."""
+    if options.get("anon") or _secret_values(options) or os.environ.get("AWS_ACCESS_KEY_ID"):
+        return False
+    shared = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.expanduser("~/.aws/credentials")
+    return bool(os.environ.get("AWS_PROFILE")) or os.path.isfile(shared)
 
 
 def _require_protocol(protocol: str) -> None:
@@ -308,7 +384,8 @@ def _recipe_for(url: str, storage_options: Mapping[str, Any] | None, read_only: 
         backend: Literal["local", "fsspec", "obstore"] = "fsspec"
     elif protocol in _LOCAL_PROTOCOLS:
         backend = "local"
-    elif protocol in {"s3", "s3a"} and _s3_client() == "obstore" and _obstore_s3_kwargs(url, options) is not None:
+    elif (protocol in {"s3", "s3a"} and _s3_client() == "obstore" and _obstore_s3_kwargs(url, options) is not None
+          and not _profile_credentials_only(options)):
         backend = "obstore"
     else:
         backend = "fsspec"
@@ -441,12 +518,20 @@ def _diagnose(exc: BaseException, url: str, recipe: _Recipe, store: Store | None
     if "NoSuchBucket" in text or "bucket does not exist" in text:
         return StorageAccessError(f"bucket {_bucket(url)!r} does not exist{_endpoint(recipe)}: check the URL {url}")
     denied = isinstance(exc, PermissionError) or obstore_kind in {"PermissionDeniedError", "UnauthenticatedError"}
-    if denied or re.search(r"AccessDenied|Forbidden|\b403\b", text):
+    shown = (text.strip().splitlines() or [""])[0]  # obstore appends a multi-line "Debug source"
+    if denied or re.search(r"AccessDenied|Forbidden|\b403\b|NoCredentialsError|Unable to locate credentials", text):
         give = ("Give credentials: storage_options={'key': ..., 'secret': ...}, or set "
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and drop anon=True")  # fmt: skip
         if recipe.anonymous:
             why = "anonymous writes are never allowed" if writing else "the bucket is private (or does not exist)"
             return StorageAccessError(f"anonymous {verb} {where} was refused: {why}. {give}")
+        if recipe.credential_token and recipe.credential_token not in _CREDENTIALS:
+            return StorageAccessError(
+                f"{verb} {where} was refused in a process without credentials (a dask worker?): the "
+                "storage_options' key and secret stay in the process they were given to (they never "
+                "travel in task graphs); give the workers credentials of their own: "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE in their environment"
+            )
         if not recipe.has_credentials:
             return StorageAccessError(
                 f"{verb} {where} was refused: storage_options hold no credentials and those of the "
@@ -455,11 +540,11 @@ def _diagnose(exc: BaseException, url: str, recipe: _Recipe, store: Store | None
         if re.search(r"SignatureDoesNotMatch|InvalidAccessKeyId|InvalidClientTokenId", text):
             return StorageAccessError(f"the credentials given for {where} were rejected: wrong access key or secret")
         return StorageAccessError(
-            f"{verb} {where} was denied: the credentials lack permission, or are wrong ({text[:200]})"
+            f"{verb} {where} was denied: the credentials lack permission, or are wrong ({shown[:200]})"
         )
     if re.search(r"Connect(ion)? ?(refused|error)|ConnectorError|EndpointConnectionError|error sending request|"
                  r"Cannot connect|Could not connect|dns error", text, re.IGNORECASE):  # fmt: skip
-        return StorageAccessError(f"cannot reach the storage service for {where}: {text[:300]}")
+        return StorageAccessError(f"cannot reach the storage service for {where}: {shown[:300]}")
     if not writing and (not_found or "GroupNotFound" in text or "not found" in text.lower()):
         return StorageAccessError(
             f"no zarr store at {where}: nothing was found there (check the URL; stores end in .zarr)"
@@ -531,21 +616,37 @@ def _node_documents(metadata: Any) -> dict[str, Any]:
     return docs
 
 
-def _version_of_group(group: zarr.Group) -> str:
-    return version_of_metadata(group.metadata, {path: m.metadata for path, m in group.members(max_depth=None)})
+def _version_of_group(group: zarr.Group, scheme: str = _CONTENT_VERSION_SCHEME) -> str:
+    members = {path: m.metadata for path, m in group.members(max_depth=None)}
+    return version_of_metadata(group.metadata, members, scheme=scheme)
 
 
-def version_of_metadata(root: Any, members: Mapping[str, Any]) -> str:
+def _versions_of_group(group: zarr.Group) -> tuple[str, set[str]]:
+    """(the content version, every version the group had under this and earlier schemes)."""
+    current = _version_of_group(group)
+    return current, {current} | {_version_of_group(group, old) for old in _OLD_CONTENT_VERSION_SCHEMES}
+
+
+def version_of_metadata(root: Any, members: Mapping[str, Any], *, scheme: str = _CONTENT_VERSION_SCHEME) -> str:
     """:func:`content_version` from metadata objects already in memory: the root group's and
-    every member's (``{path: metadata}``), as the converter holds them when it finalises a store."""
+    every member's (``{path: metadata}``), as the converter holds them when it finalises a store.
+
+    ``scheme`` is for reading stores whose recorded version an earlier scheme computed:
+    ``"sscxr-content-version/1"`` also hashed ``provenance.created``."""
     nodes = {"": _node_documents(root)}
     for attr_doc in (nodes[""].get("zarr.json", {}).get("attributes"), nodes[""].get(".zattrs")):
-        for name in VERSION_EXCLUDED_ATTRS if isinstance(attr_doc, dict) else ():
-            attr_doc.pop(name, None)  # type: ignore[union-attr]
+        if not isinstance(attr_doc, dict):
+            continue
+        for name in VERSION_EXCLUDED_ATTRS:
+            attr_doc.pop(name, None)
+        provenance = attr_doc.get("provenance")
+        if isinstance(provenance, dict) and scheme not in _OLD_CONTENT_VERSION_SCHEMES:
+            for name in VERSION_EXCLUDED_PROVENANCE:
+                provenance.pop(name, None)
     nodes[""].pop(".zmetadata", None)
     for path, metadata in members.items():
         nodes[path] = _node_documents(metadata)
-    payload = json.dumps([_CONTENT_VERSION_SCHEME, sorted(nodes.items())], sort_keys=True, separators=(",", ":"))
+    payload = json.dumps([scheme, sorted(nodes.items())], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -556,10 +657,12 @@ def content_version(
     """16 hex digits of sha256 over a store's metadata: what a catalog pins.
 
     Covers every node's path, shape, dtype, chunks, codecs, fill value, dimension names and
-    attrs, sorted, and excludes the root attrs ``content_version`` and ``sscxr_status`` (so the
-    converter can compute it before it writes them). Data values are not read: it changes when
-    the converter, the schema or the source's shape changes, and is cheap (one read of the
-    consolidated metadata).
+    attrs (so the provenance: each source file's sha256, the converter version and the options),
+    sorted, and excludes the root attrs ``content_version`` and ``sscxr_status`` (so the
+    converter can compute it before it writes them) and ``provenance.created``: two conversions
+    of one source with one converter give one version, whenever and wherever they ran. Data
+    values are not read: it changes when the converter, the schema or a source file changes, and
+    is cheap (one read of the consolidated metadata).
 
     >>> import zarr
     >>> g = zarr.open_group(zarr.storage.MemoryStore(), mode="w", attributes={"archive": "ssc-1"})
@@ -693,16 +796,16 @@ def _check_root(url: str, attrs: Mapping[str, Any], archive: str | None, require
 
 
 def _check_version(url: str, root: zarr.Group, check_version: str | bool) -> None:
-    actual = _version_of_group(root)
+    actual, known = _versions_of_group(root)  # a store converted before scheme 2 keeps its pins
     recorded = root.attrs.get("content_version")
-    if recorded is not None and recorded != actual:
+    if recorded is not None and recorded not in known:
         warnings.warn(
             f"{url}: metadata changed after conversion (recorded content_version {recorded}, "
             f"now {actual})",
             StoreVersionWarning,
             stacklevel=3,
         )
-    if isinstance(check_version, str) and check_version != actual:
+    if isinstance(check_version, str) and check_version not in known:
         warnings.warn(
             f"{url}: content version is {actual}, but {check_version} was pinned (by a catalog "
             "entry?): the store was re-converted since; refresh the pin with "
@@ -769,18 +872,32 @@ def _prefetch_indexes(store: Store, group: zarr.Group, paths: Sequence[str] | No
     store.add({k: buf for k, buf in zip(keys, sync(fetch_all()), strict=True) if buf is not None})
 
 
-def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str) -> xr.Dataset:
-    """What ``chunks={}`` does in xarray: dask arrays on each variable's own zarr chunks.
+def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = None) -> xr.Dataset:
+    """Dask arrays named after the group ``path``, chunked as xarray's ``chunks=`` would chunk them.
+
+    ``chunks`` maps dimensions to sizes (``None``, ``{}``: each variable's own zarr chunks; a
+    size of ``-1``: whole; ``"auto"``: dask's choice, aligned with the zarr chunks); dimensions
+    it does not name keep their zarr chunks, as in ``xr.open_dataset(..., chunks=...)``.
+    xarray names its dask arrays ``open_dataset-<variable>-<token of the store and chunks>``,
+    without the group: two groups' same-named variables then share their keys, and one
+    ``dask.compute`` of both returns one group's values for the other. Here the name holds the
+    group path and a token of this opening.
 
     The freshly opened dataset is ours alone, so each variable's data is swapped in place
     (``assign`` would re-merge the dataset once per call: a third of the open time).
     """
+    from dask.array.core import normalize_chunks
+
+    asked = dict.fromkeys(ds.dims, chunks) if isinstance(chunks, int | str) else dict(chunks or {})
     for name, var in ds.variables.items():
         if name in ds.xindexes or var.ndim == 0:
             continue
-        chunks = {d: c for d, c in var.encoding.get("preferred_chunks", {}).items() if d in var.dims}
+        preferred = var.encoding.get("preferred_chunks", {})
+        stored = tuple(preferred.get(d, size) for d, size in zip(var.dims, var.shape, strict=True))
+        wanted = tuple(asked.get(d) or own for d, own in zip(var.dims, stored, strict=True))
+        blocks = normalize_chunks(wanted, var.shape, dtype=var.dtype, previous_chunks=stored)
         kwargs = {"name": f"sscxr-open-{name}-{path}-{token}"}
-        var.data = var.chunk(chunks or {d: -1 for d in var.dims}, from_array_kwargs=kwargs).data
+        var.data = var.chunk(dict(zip(var.dims, blocks, strict=True)), from_array_kwargs=kwargs).data
     return ds
 
 
@@ -788,22 +905,23 @@ def _open_datasets(store: Store | StorePath, paths: Sequence[str] | None, chunks
                    zarr_format: int | None = None) -> dict[str, xr.Dataset]:  # fmt: skip
     """Open groups (all when ``paths`` is None) as Datasets keyed by ``/path``.
 
-    Index chunks should be in the store's cache already (:func:`_prefetch_indexes`).
+    With dask (``chunks`` not None), arrays are chunked here, not by xarray, so that their dask
+    keys name the group (:func:`_chunk_on_store_chunks`). Index chunks should be in the store's
+    cache already (:func:`_prefetch_indexes`).
     """
-    on_store_chunks = isinstance(chunks, Mapping) and not chunks
     kwargs: dict[str, Any] = {"engine": "zarr", "consolidated": consolidated, "zarr_format": zarr_format,
-                              "chunks": None if on_store_chunks else chunks}  # fmt: skip
-    if on_store_chunks:
+                              "chunks": None}  # fmt: skip
+    if chunks is not None:
         kwargs["cache"] = False
     target: Any = store  # xarray's annotations do not list zarr stores, which it opens
     if paths is None:
         datasets = dict(xr.open_groups(target, **kwargs))
     else:
         datasets = {"/" + p.strip("/"): xr.open_dataset(target, group=p or None, **kwargs) for p in paths}
-    if not on_store_chunks:
+    if chunks is None:
         return datasets
     token = secrets.token_hex(8)
-    return {path: _chunk_on_store_chunks(ds, path, token) for path, ds in datasets.items()}
+    return {path: _chunk_on_store_chunks(ds, path, token, chunks) for path, ds in datasets.items()}
 
 
 def _open_subtree(store: Store, root: zarr.Group, paths: Sequence[str], chunks: Any, consolidated: bool) -> xr.DataTree:
@@ -857,7 +975,9 @@ def open_store(
     chunks
         ``"auto"`` (default): dask arrays on the store's own chunks when dask is installed,
         lazily indexed numpy-backed arrays otherwise; ``None``: the latter always; a mapping:
-        passed to xarray.
+        dimension -> chunk size, as xarray's ``chunks=`` (dimensions not named keep the store's
+        chunks). Dask keys name the group, so same-named variables of different groups can be
+        computed together.
     groups
         Open only these groups (paths such as ``"imaging/subvolume_05"``, or glob patterns such
         as ``"imaging/*"``) plus the root attrs. Much faster than the whole tree on S3: the

@@ -117,3 +117,107 @@ def test_a_command_that_used_obstore_exits_through_its_exit_handlers(argv, statu
     assert proc.returncode == status, proc.stderr
     assert expect in getattr(proc, stream)
     assert proc.stdout.rstrip().endswith("exit handlers ran")
+
+
+# --------------------------------------------------------------------------------------------
+# refused before any reading; secrets on the command line; SIGTERM
+# --------------------------------------------------------------------------------------------
+
+
+def _unwritable_dir(tmp_path):
+    """A folder this process cannot create files in (root ignores modes: /sys refuses root)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir(mode=0o555)
+        return folder
+    if not os.path.isdir("/sys") or os.access("/sys", os.W_OK) and _can_create("/sys"):
+        pytest.skip("no folder this root process cannot write to")
+    return "/sys"
+
+
+def _can_create(folder):
+    import tempfile
+
+    try:
+        fd, path = tempfile.mkstemp(dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(path)
+    return True
+
+
+@pytest.mark.parametrize("case", ["workers=0", "workers=-2", "no-src", "dest-is-file", "dest-under-a-file",
+                                  "dest-unwritable"])
+def test_convert_refuses_bad_arguments_in_one_line_before_reading(session, tmp_path, capsys, monkeypatch, case):
+    """Each is one ``error:`` line naming the problem, status 2, and nothing is read or written
+    (``--workers -2`` used to hang, ``0`` was taken, a file as DEST was a traceback)."""
+    from sscxr import cli
+    from sscxr_conversion import pipeline
+
+    monkeypatch.setattr(pipeline, "read_plan", lambda *a, **k: pytest.fail("the source was read"))
+    src, dest = str(session.mat_path), str(tmp_path / "x.zarr")
+    extra: list[str] = []
+    if case.startswith("workers"):
+        extra, expect = ["--workers", case.split("=")[1]], f"--workers must be 1 or more (got {case.split('=')[1]})"
+    elif case == "no-src":
+        src = str(tmp_path / "absent" / session.mat_path.name)
+        expect = f"{src}: does not exist"
+    elif case == "dest-is-file":
+        (tmp_path / "x.zarr").write_text("not a store")
+        expect = f"DEST {dest} is a file, not a store"
+    elif case == "dest-under-a-file":
+        (tmp_path / "plain").write_text("")
+        dest = str(tmp_path / "plain" / "x.zarr")
+        expect = f"{tmp_path / 'plain'} is a file, not a folder"
+    else:
+        folder = _unwritable_dir(tmp_path)
+        dest = f"{folder}/x.zarr"
+        expect = f"DEST {dest} cannot be written: {folder} is not writable"
+    assert cli.main(["convert", src, dest, "--quiet", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"sscxr convert: error: {err.split('error: ', 1)[1].strip()}"], err
+    assert expect in err
+    assert case == "dest-is-file" or not os.path.exists(dest)
+
+
+def test_secret_in_storage_options_warns_naming_the_environment_way(capsys):
+    from sscxr import cli
+
+    options = json.dumps({"key": "AKIDEXAMPLE", "secret": "wJalrXUtnFEMI-example", "endpoint_url": "http://x"})
+    cli.main(["info", "memory://nowhere/x.zarr", "--storage-options", options])
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and "wJalrXUtnFEMI" not in warning[0] and "AKIDEXAMPLE" not in warning[0]
+    for needed in ("credentials (key, secret)", "ps", "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", "AWS_PROFILE",
+                   "~/.aws/credentials"):
+        assert needed in warning[0]
+    cli.main(["info", "memory://nowhere/x.zarr", "--storage-options", '{"anon": true, "endpoint_url": "http://x"}'])
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_sigterm_stops_a_conversion_like_ctrl_c_then_resume_finishes(tmp_path):
+    """SIGTERM (``kill``, batch schedulers) during the writing of a larger session on a
+    LocalCluster: the one "interrupted" line, status 143, no traceback; ``--resume`` finishes it
+    and the store verifies."""
+    import signal
+    import time
+
+    from sscxr import cli
+
+    small = write_ssc1_session(tmp_path / "an197522_2013_03_08", preset="small", seed=4)
+    store = str(tmp_path / "an197522_2013_03_08.zarr")
+    argv = ["convert", str(small.mat_path), store, "--raw", "--workers", "2"]
+    proc = subprocess.Popen([sys.executable, "-c", "from sscxr.cli import run; run()", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen, deadline = b"", time.monotonic() + 120
+    while b"writing" not in seen and time.monotonic() < deadline and proc.poll() is None:
+        seen += os.read(proc.stderr.fileno(), 256)  # tqdm's bar appears once the groups are being written
+    assert b"writing" in seen, seen.decode(errors="replace")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    text = (seen + err).decode(errors="replace")
+    assert proc.returncode == 143, text
+    assert "sscxr convert: interrupted; rerun with --resume to finish" in text and "Traceback" not in text
+    assert b"ConversionResult" not in out
+    assert cli.main([*argv[:3], "--raw", "--resume", "--quiet"]) == 0
+    assert cli.main(["verify", str(small.mat_path), store]) == 0

@@ -287,3 +287,27 @@ def test_early_chunks_with_another_layout_are_rewritten(tmp_path):
     np.testing.assert_array_equal(back[...], dff)
     leftovers = sorted(p.name for p in (tmp_path / "x.zarr" / "imaging" / "subvolume_01" / "dff" / "c").rglob("*") if p.is_file())
     assert leftovers == ["0"], "the (2, 2) chunks written early are gone"
+
+
+@pytest.mark.parametrize("how", ["killed", "marked"])
+def test_verify_of_an_unfinished_store_says_so(tiny, tmp_path, capsys, how):
+    """``sscxr verify`` of a store whose conversion did not finish: one line saying so and
+    naming --resume, status 2; it used to say "every value matches" (groups written early match)
+    or fail with a KeyError."""
+    from sscxr import cli
+    from sscxr_conversion.testing import run_killed_conversion
+
+    store = str(tmp_path / "x.zarr")
+    if how == "killed":
+        assert run_killed_conversion(tiny.mat_path, store, 2).returncode == -9
+    else:  # every group written, only the final step missing
+        convert(tiny.mat_path, store, progress=False)
+        zarr.open_group(store, mode="r+", use_consolidated=False).attrs["sscxr_status"] = "incomplete"
+    with pytest.raises(IncompleteStoreError, match="--resume"):
+        verify(tiny.mat_path, store)
+    assert cli.main(["verify", str(tiny.mat_path), store]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "every value matches" not in captured.err
+    assert captured.err.splitlines() == [
+        f"sscxr verify: error: {store}: the conversion did not finish (root attr sscxr_status is 'incomplete'), "
+        f"so there is nothing to verify yet; finish it with `sscxr convert {tiny.mat_path} {store} --resume`"]

@@ -136,6 +136,28 @@ def test_verify_passes_then_catches_tampering(tiny, converted, tmp_path):
     assert len(problems) == 1 and "dff" in problems[0] and "(0, 3)" in problems[0]
 
 
+def test_same_source_gives_the_same_content_version(tiny, converted, tmp_path, monkeypatch):
+    """A second conversion, at another time and to another place, has the same content version;
+    a different source file has another."""
+    import datetime
+
+    from sscxr_conversion import provenance
+
+    class Later(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return datetime.datetime(2031, 1, 2, 3, 4, 5, tzinfo=tz)
+
+    monkeypatch.setattr(provenance, "datetime", Later)
+    again = convert(tiny.mat_path, str(tmp_path / "elsewhere" / "an197522_2013_03_08.zarr"), progress=False)
+    stored = xr.open_datatree(again.url, engine="zarr", chunks=None).attrs
+    assert stored["provenance"]["created"].startswith("2031-01-02")
+    assert stored["provenance"]["created"] != converted[1].attrs["provenance"]["created"]
+    assert again.content_version == converted[0].content_version == stored["content_version"]
+    other = write_ssc1_session(tmp_path / "other" / "an197522_2013_03_08", preset="tiny", seed=1)
+    assert convert(other.mat_path, str(tmp_path / "o.zarr"), progress=False).content_version != again.content_version
+
+
 @pytest.mark.parametrize("kind", ["folder", "tar.gz"])
 def test_folder_and_tarball_sources_give_the_same_values(tiny, converted, tmp_path, kind):
     src = tiny.directory if kind == "folder" else tiny.tar_path

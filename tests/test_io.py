@@ -70,12 +70,12 @@ def test_open_animal_round_trips_memory(store_writer, animal_source):
     _assert_same_values(sio.open_animal(url), source)
 
 
-@pytest.mark.parametrize("chunks", ["auto", None])
+@pytest.mark.parametrize("chunks", ["auto", None, {}, {"cell": 3}, {"time": "auto", "cell": -1}])
 def test_same_as_plain_xarray(session_store, chunks):
-    """The fast path (indexes loaded concurrently) gives what xr.open_datatree gives."""
+    """The fast path (indexes loaded concurrently) gives what xr.open_datatree gives, same chunks."""
     url, _ = session_store
     ours = sio.open_session(url, chunks=chunks)
-    plain = xr.open_datatree(url, engine="zarr", chunks={} if chunks == "auto" else None)
+    plain = xr.open_datatree(url, engine="zarr", chunks={} if chunks == "auto" else chunks)
     xr.testing.assert_identical(ours, plain)
     for node in plain.subtree:
         mine = ours[node.path]
@@ -83,6 +83,39 @@ def test_same_as_plain_xarray(session_store, chunks):
         for name, var in node.variables.items():
             assert type(mine.variables[name].data) is type(var.data), (node.path, name)
             assert mine.variables[name].chunks == var.chunks, (node.path, name)
+
+
+@pytest.fixture(scope="module")
+def two_unequal_subvolumes(tmp_path_factory, store_writer, session_source):
+    """(URL, source) of a session whose two subvolumes' ``dff`` differ in values and shape."""
+    source = session_source(n_cells=10)
+    second = source["imaging/subvolume_02"].to_dataset().isel(cell=slice(0, 7))
+    second["dff"] = second.dff + 100.0
+    source["imaging/subvolume_02"] = xr.DataTree(second.assign_attrs(source["imaging/subvolume_02"].attrs))
+    url = str(tmp_path_factory.mktemp("unequal") / "an197522_2013_03_08.zarr")
+    return url, store_writer(source, url)
+
+
+@pytest.mark.parametrize("chunks", ["auto", {}, {"cell": 3}, {"time": 40}, {"cell": -1, "time": "auto"}, None])
+@pytest.mark.parametrize("how", ["tree", "groups", "open_group"])
+def test_same_named_variables_of_two_groups_compute_together(two_unequal_subvolumes, chunks, how):
+    """One ``dask.compute`` of two groups' ``dff`` gives each group its own values.
+
+    xarray names the dask arrays it chunks ``open_dataset-<variable>-<token>`` without the
+    group; with ``chunks=`` a mapping, subvolume_01 got subvolume_02's values (or "cannot
+    reshape" when the shapes differ). Here the shapes and values differ.
+    """
+    dask = pytest.importorskip("dask")
+    url, source = two_unequal_subvolumes
+    paths = ["imaging/subvolume_01", "imaging/subvolume_02"]
+    if how == "open_group":
+        pair = [sio.open_group(url, p, chunks=chunks).dff for p in paths]
+    else:
+        tree = sio.open_session(url, chunks=chunks, groups=["imaging/*"] if how == "groups" else None)
+        pair = [tree[p].dff for p in paths]
+    got = dask.compute(*pair)
+    for path, value in zip(paths, got, strict=True):
+        np.testing.assert_array_equal(np.asarray(value), source[path].dff.values, err_msg=path)
 
 
 def test_open_is_lazy_no_data_chunk_is_read(session_store):
@@ -232,6 +265,29 @@ def test_content_version_ignores_status_and_itself(session_store):
     assert sio.content_version(unconsolidated) == version
     unconsolidated.attrs.update(sscxr_status="incomplete", content_version="x")
     assert sio.content_version(unconsolidated) == version
+
+
+def test_content_version_ignores_creation_time_and_keeps_old_pins(session_store):
+    """``provenance.created`` is not hashed (scheme 2); a version recorded or pinned under
+    scheme 1, which hashed it, is still accepted without a warning."""
+    url, _ = session_store
+    group = zarr.open_group(url, mode="r+", use_consolidated=False)
+    group.attrs["provenance"] = {**group.attrs["provenance"], "created": "2020-01-01T00:00:00+00:00",
+                                 "sources": [{"name": "a.mat", "size": 1, "sha256": "0" * 64}]}  # fmt: skip
+    version = sio.content_version(group)
+    old = sio._version_of_group(group, "sscxr-content-version/1")
+    group.attrs["provenance"] = {**group.attrs["provenance"], "created": "2031-01-01T00:00:00+00:00"}
+    assert sio.content_version(group) == version
+    assert sio._version_of_group(group, "sscxr-content-version/1") != old
+    group.attrs["provenance"] = {**group.attrs["provenance"], "sources": [{"name": "a.mat", "size": 1,
+                                                                           "sha256": "1" * 64}]}  # fmt: skip
+    assert sio.content_version(group) != version
+    group.attrs["content_version"] = sio._version_of_group(group, "sscxr-content-version/1")
+    zarr.consolidate_metadata(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreVersionWarning)
+        sio.open_session(url, check_version=group.attrs["content_version"], chunks=None, groups=["trials"])
+        sio.open_session(url, check_version=True, chunks=None, groups=["trials"])
 
 
 def _tiny_tree(**changes: object) -> xr.DataTree:

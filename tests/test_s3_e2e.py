@@ -4,8 +4,10 @@ public bucket anonymously through the catalog, refuse what must be refused, leak
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import pickle
+import re
 import secrets
 
 import numpy as np
@@ -142,3 +144,115 @@ def test_no_credential_in_catalog_attrs_logs_reprs_or_graphs(seaweed_server, pub
     blobs = (pickle.dumps(dff), cloudpickle.dumps(dff), cloudpickle.dumps(dict(dff.data.__dask_graph__())))
     assert [i for i, b in enumerate(blobs) if secret.encode() in b or key.encode() in b] == []
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(dff)).values, dff.values)
+
+
+# --------------------------------------------------------------------------------------------
+# every storage failure is one line: convert, lazy reads, workers, a server gone
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_session(tmp_path_factory):
+    from sscxr.testing.archives import write_ssc1_session
+
+    return write_ssc1_session(tmp_path_factory.mktemp("src") / NAME, preset="tiny", seed=6)
+
+
+@pytest.mark.parametrize("case", ["wrong-secret", "missing-bucket", "anonymous-write", "closed-port"])
+def test_convert_storage_failure_is_one_line(seaweed_server, seaweed_bucket, tiny_session, s3_client, capsys,
+                                             case):  # fmt: skip
+    """``sscxr convert`` to S3 that refuses or is not there: one ``error:`` line, status 2, no
+    traceback, no secret (these were 60-160-line tracebacks with obstore's debug dumps)."""
+    import socket
+
+    from sscxr import cli
+
+    good = seaweed_server.storage_options()
+    url, options, expect = seaweed_server.url(seaweed_bucket, "a.zarr"), dict(good), ""
+    if case == "wrong-secret":
+        options["secret"], expect = "not-the-secret-" + secrets.token_hex(4), "rejected|denied"
+    elif case == "missing-bucket":
+        if s3_client == "s3fs":
+            pytest.skip("s3fs creates a missing bucket when it may (zarr's mkdir): nothing fails")
+        url, expect = seaweed_server.url(f"nobucket-{secrets.token_hex(3)}", "a.zarr"), "does not exist"
+    elif case == "anonymous-write":
+        url = seaweed_server.url(seaweed_server.public_bucket, f"intruder-{secrets.token_hex(3)}.zarr")
+        options, expect = seaweed_server.storage_options(anon=True), "anonymous write to .* refused"
+    else:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+        options["endpoint_url"], expect = f"http://127.0.0.1:{port}", "cannot reach the storage service"
+    code = cli.main(["convert", str(tiny_session.mat_path), url, "--quiet", "--storage-options", json.dumps(options)])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "warning: --storage-options" not in line]
+    assert code == 2 and len(errors) == 1, err
+    assert errors[0].startswith("sscxr convert: error: ") and re.search(expect, errors[0]), errors[0]
+    assert url in errors[0] or _bucket_of(url) in errors[0]
+    assert good["secret"] not in err and (options.get("secret") or good["secret"]) not in err
+
+
+def _bucket_of(url: str) -> str:
+    return url.split("://", 1)[1].split("/", 1)[0]
+
+
+@pytest.fixture
+def private_store(seaweed_server, seaweed_bucket, built_session_store):
+    seaweed_server.upload_dir(built_session_store[0], seaweed_bucket, f"{NAME}.zarr")
+    return seaweed_server.url(seaweed_bucket, f"{NAME}.zarr")
+
+
+def test_lazy_read_on_a_worker_without_credentials_says_so(seaweed_server, private_store, s3_client, monkeypatch):
+    """Credentials stay in the process that was given them: a LocalCluster worker without any
+    of its own reading a private bucket raises sscxr's StorageAccessError naming the URL (was a
+    raw obstore PermissionDeniedError or botocore NoCredentialsError)."""
+    distributed = pytest.importorskip("distributed")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    tree = sio.open_session(private_store, storage_options=seaweed_server.storage_options(),
+                            groups=["imaging/*"])  # fmt: skip
+    dff = tree[f"imaging/{sorted(tree['imaging'].children)[0]}"].dff
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  worker_dashboard_address=":0") as cluster, distributed.Client(cluster):
+        with pytest.raises(StorageAccessError) as info:
+            dff.compute()
+    message = str(info.value)
+    assert private_store in message and "without credentials" in message and "AWS_ACCESS_KEY_ID" in message
+    assert seaweed_server.credentials.secret not in message and "\n" not in message
+
+
+def test_server_lost_during_a_lazy_compute_is_one_error_soon(private_store, built_session_store, s3_client):
+    """The S3 server stops between opening and computing: a StorageAccessError ("cannot reach")
+    in seconds, not minutes of obstore's default retries (10 within 3 minutes)."""
+    import time
+
+    from sscxr.testing.s3 import SeaweedServer
+
+    with SeaweedServer() as server:  # its own server: this one is stopped
+        bucket = server.make_bucket()
+        server.upload_dir(built_session_store[0], bucket, f"{NAME}.zarr")
+        url = server.url(bucket, f"{NAME}.zarr")
+        tree = sio.open_session(url, storage_options=server.storage_options(), groups=["imaging/*"])
+        server.stop()
+        start = time.monotonic()
+        with pytest.raises(StorageAccessError, match="cannot reach the storage service") as info:
+            tree[f"imaging/{sorted(tree['imaging'].children)[0]}"].dff.compute()
+    assert time.monotonic() - start < 30
+    assert url in str(info.value) and "\n" not in str(info.value)
+    assert server.credentials.secret not in str(info.value)
+
+
+def test_credentials_from_an_aws_profile(seaweed_server, private_store, s3_client, monkeypatch, tmp_path):
+    """The way the CLI's warning names: a profile in ~/.aws/credentials. obstore does not read
+    profiles, so sscxr takes s3fs then; either way the private store opens."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text(f"[lab]\naws_access_key_id = {seaweed_server.credentials.key}\n"
+                           f"aws_secret_access_key = {seaweed_server.credentials.secret}\n")  # fmt: skip
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "lab")
+    tree = sio.open_session(private_store, storage_options={"endpoint_url": seaweed_server.endpoint_url},
+                            groups=["trials"])  # fmt: skip
+    assert tree["trials"].start_time.size > 0

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sscxr.errors import SchemaError, VerificationError
+from sscxr.errors import IncompleteStoreError, SchemaError, VerificationError
 from sscxr.io import storage_errors
+from sscxr.schema import STATUS_COMPLETE
 
 from . import write
 from .pipeline import detect_archive, read_plan
@@ -22,12 +23,20 @@ def verify(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, A
     """Compare every value of every group read from ``src`` with the store at ``dest``.
 
     Returns the mismatches (NaN-aware); raises :class:`~sscxr.errors.VerificationError` listing
-    them all when there are any and ``raise_on_mismatch``. Tasks are built one at a time, so
-    verifying holds one task's groups in memory, as converting does.
+    them all when there are any and ``raise_on_mismatch``. A store whose conversion did not
+    finish is not compared (its missing groups would read as missing or, written early, as
+    matching): :class:`~sscxr.errors.IncompleteStoreError`, naming ``--resume``. Tasks are built
+    one at a time, so verifying holds one task's groups in memory, as converting does.
     """
     with storage_errors(dest, storage_options):  # a wrong URL or a refusal: one clear error
         store = write.open_store(dest, storage_options, mode="r")
         root = xr.open_zarr(store, consolidated=False, zarr_format=3)
+    status = root.attrs.get("sscxr_status")
+    if status is not None and status != STATUS_COMPLETE:
+        raise IncompleteStoreError(
+            f"{dest}: the conversion did not finish (root attr sscxr_status is {status!r}), so there is "
+            f"nothing to verify yet; finish it with `sscxr convert {src} {dest} --resume`"
+        )
     provenance = root.attrs.get("provenance")
     recorded = provenance.get("spec") if isinstance(provenance, Mapping) else None
     if not isinstance(recorded, Mapping):
