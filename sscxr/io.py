@@ -239,7 +239,7 @@ class _StorageErrors:
             return exc
         return _diagnose(exc, recipe.url, recipe, None, writing) or exc  # no probe: we are on zarr's loop
 
-    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+    async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
         try:
             return await super().get(key, prototype, byte_range)  # type: ignore[misc]
         except Exception as exc:

@@ -311,3 +311,10 @@ def test_verify_of_an_unfinished_store_says_so(tiny, tmp_path, capsys, how):
     assert captured.err.splitlines() == [
         f"sscxr verify: error: {store}: the conversion did not finish (root attr sscxr_status is 'incomplete'), "
         f"so there is nothing to verify yet; finish it with `sscxr convert {tiny.mat_path} {store} --resume`"]
+
+
+@pytest.mark.parametrize("workers", [0, -2, 1.5])
+def test_convert_refuses_a_worker_count_below_one(tiny, tmp_path, workers):
+    with pytest.raises(ValueError, match="at least 1"):
+        convert(tiny.mat_path, str(tmp_path / "x.zarr"), workers=workers, progress=False)
+    assert not os.path.lexists(tmp_path / "x.zarr") and not os.path.lexists(tmp_path / "x.zarr-versions")

@@ -148,6 +148,8 @@ def convert(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, 
     >>> convert("an197522_2013_03_08_session.mat", "an197522_2013_03_08.zarr")  # doctest: +SKIP
     <ConversionResult ssc-1 -> an197522_2013_03_08.zarr: 7 groups written, ...>
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers={workers!r}: give a whole number of worker processes, at least 1")
     spec = ConversionSpec.from_dict({**(spec or ConversionSpec()).to_dict(), "archive": detect_archive(src)})
     with Publication(dest, storage_options, overwrite=overwrite, resume=resume, break_lock=break_lock) as pub:
         if pub.up_to_date:
