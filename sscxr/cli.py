@@ -40,8 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _warn_secret_options(args)
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _warnings_as_lines(args.command):
             return int(args.func(args) or 0)
+    except BrokenPipeError:  # `sscxr info URL | head`: the reader left; nothing more to say
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
+        return 0
     except SscxrError as exc:
         print(f"sscxr {args.command}: error: {exc}", file=sys.stderr)
         return 1 if type(exc).__name__ == "VerificationError" else 2
@@ -67,6 +71,21 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str) -> Iterator[None]:
+    """Python warnings raised by the command (a stale lock taken over, a pinned version) as one
+    ``sscxr COMMAND: warning: ...`` line each, not ``file:line: UserWarning`` plus source."""
+    import warnings
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        print(f"sscxr {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _warn_secret_options(args: argparse.Namespace) -> None:
