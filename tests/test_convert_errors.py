@@ -308,9 +308,9 @@ def test_verify_of_an_unfinished_store_says_so(tiny, tmp_path, capsys, how):
     assert cli.main(["verify", str(tiny.mat_path), store]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "every value matches" not in captured.err
-    assert captured.err.splitlines() == [
-        f"sscxr verify: error: {store}: the conversion did not finish (root attr sscxr_status is 'incomplete'), "
-        f"so there is nothing to verify yet; finish it with `sscxr convert {tiny.mat_path} {store} --resume`"]
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"sscxr verify: error: {store}: ") and line.endswith(f"{store} --resume`")
+    assert "did not finish" in line
 
 
 @pytest.mark.parametrize("workers", [0, -2, 1.5])

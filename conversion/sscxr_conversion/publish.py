@@ -107,6 +107,12 @@ class Publication:
 
     # -- choosing the version ------------------------------------------------------------------
     def _check_destination(self) -> None:
+        if not self.location.local:  # a LIST first: SeaweedFS creates a missing bucket on a PUT
+            from sscxr.io import storage_errors
+
+            with storage_errors(self.location.versions_url, self.location.storage_options, writing=True):
+                self.location.versions()
+            return
         if self.location.local:
             path = _local_path(self.url)
             if os.path.lexists(path) and not os.path.islink(path) and not os.path.isdir(path):

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from sscxr.errors import IncompleteStoreError, SchemaError, VerificationError
-from sscxr.io import storage_errors
+from sscxr.io import read_attrs, storage_errors
 from sscxr.schema import STATUS_COMPLETE
 
 from . import write
@@ -28,6 +28,7 @@ def verify(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, A
     matching): :class:`~sscxr.errors.IncompleteStoreError`, naming ``--resume``. Tasks are built
     one at a time, so verifying holds one task's groups in memory, as converting does.
     """
+    read_attrs(dest, storage_options=storage_options)  # nothing published yet: says so, naming --resume
     with storage_errors(dest, storage_options):  # a wrong URL or a refusal: one clear error
         store = write.open_store(dest, storage_options, mode="r")
         root = xr.open_zarr(store, consolidated=False, zarr_format=3)
