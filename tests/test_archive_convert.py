@@ -151,6 +151,9 @@ def test_download_converts_in_one_command_and_rerun_rewrites_nothing(archive, tm
     assert all(u["status"] == "skipped" for u in json.loads((dest / "conversion-report.json").read_text())["units"]
                if u["unit"] in GOOD)
 
+    (dest / "catalog.yaml").unlink()  # a rerun that converts nothing still writes a missing catalog
+    assert convert_archive(archive, str(dest), progress=False, verbose=False).exit_code == 0
+    assert sorted(sscxr.open_catalog(str(dest / "catalog.yaml"))) == sorted(GOOD)
     moved = Path(shutil.move(str(dest), str(tmp_path / "moved")))  # the folder can be moved
     assert sscxr.open_catalog(str(moved / "catalog.yaml"))["an250220"].read().attrs["archive"] == "ssc-11"
 

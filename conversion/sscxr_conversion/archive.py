@@ -70,10 +70,10 @@ SSC11_UNIT = re.compile(r"^(an\d+)(?=$|[._-])")
 
 #: Throughput of one dask worker process with one core, source bytes per second, measured by
 #: ``benchmarks/bench_archive.py`` (docs/benchmarks-archive.md: synthetic small presets, local
-#: disk, 2-core AMD EPYC VM). Only used for the ``--dry-run`` estimate.
+#: disk, 2-core Xeon VM: 948 MB in 22.8 s on 2 workers). Only used for the ``--dry-run`` estimate.
 BYTES_PER_SECOND_PER_WORKER = 20e6
 #: Bytes written per source byte read, same benchmark (float64 dF/F, Blosc-LZ4, raw uint16 shards).
-WRITTEN_PER_READ = 0.9
+WRITTEN_PER_READ = 0.66
 
 
 # --------------------------------------------------------------------------------------------
@@ -576,6 +576,13 @@ def _read_json(url: str, storage_options: Mapping[str, Any] | None) -> dict[str,
     return data if isinstance(data, dict) else {}
 
 
+def _exists(url: str, storage_options: Mapping[str, Any] | None) -> bool:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url, **(dict(storage_options or {}) if "://" in url else {}))
+    return bool(fs.exists(path))
+
+
 def _write_text(url: str, text: str, storage_options: Mapping[str, Any] | None) -> None:
     import fsspec
 
@@ -797,6 +804,9 @@ def _finish(result: ArchiveReport, previous: Mapping[str, Any], units: list[Unit
     from sscxr.catalog import build_catalog
 
     out = _join(dest, CATALOG_NAME)
+    if not any(u.status in ("converted", "resumed") for u in result.units) and _exists(out, storage_options):
+        result.catalog = out  # no store changed: the catalog stands (rebuilding reads every store's metadata)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # failed units are in the report already
         build_catalog(dest, storage_options=storage_options, out=out, only_found=True)
