@@ -23,6 +23,7 @@ The store root is the catalog parameter ``store_root`` (default: ``$SSCXR_STORE_
 from __future__ import annotations
 
 import os
+import posixpath
 import warnings
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -33,6 +34,7 @@ import xarray as xr
 
 from .errors import (
     CatalogError,
+    SscxrError,
     MissingDependencyError,
     StoreRootNotSetError,
     StoreVersionWarning,
@@ -294,13 +296,65 @@ def open_catalog(path_or_url: str | os.PathLike[str] | None = None, *,
                            f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
     cat.user_parameters["CATALOG_PATH"] = path
     cat.user_parameters["CATALOG_DIR"] = path.rsplit("/", 1)[0] if "/" in path else "."
+    recorded = cat.metadata.get("store_root")
+    if isinstance(recorded, str) and _relative(recorded):  # stores beside the catalog: found wherever it is
+        cat.user_parameters["store_root"] = BaseUserParameter(
+            default=_join(_folder_of(path), recorded), description=_RECORDED_ROOT)
     return cat
+
+
+_RECORDED_ROOT = ("URL of the folder holding the stores: recorded by build_catalog (relative to this catalog's "
+                  "folder when it is); pass store_root=... to read another copy")
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text or "::" in text
+
+
+def _relative(root: str) -> bool:
+    return not _is_url(root) and not os.path.isabs(root) and not root.startswith("~")
+
+
+def _folder_of(path: str) -> str:
+    """The folder of a catalog path or URL (absolute for a local path)."""
+    if _is_url(path) and not path.startswith("file://"):
+        return path.rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(os.path.expanduser(path.removeprefix("file://"))))
+
+
+def _join(folder: str, relative: str) -> str:
+    if _is_url(folder):
+        protocol, rest = folder.split("://", 1)
+        bucket, _, key = rest.partition("/")
+        joined = posixpath.normpath(posixpath.join("/" + key, relative)).lstrip("/")
+        return f"{protocol}://{bucket}" + (f"/{joined}" if joined else "")
+    return os.path.normpath(os.path.join(folder, relative))
+
+
+def _root_as_seen_from(root: str, out: str) -> str:
+    """How a catalog written to ``out`` names ``root``: relative to the catalog's folder when both
+    are local, or in the same bucket (so the folder can be moved or copied whole), else ``root``."""
+    folder = _folder_of(out)
+    if not _is_url(root) or root.startswith("file://"):
+        if _is_url(folder):
+            return os.path.abspath(os.path.expanduser(root.removeprefix("file://")))
+        return os.path.relpath(os.path.abspath(os.path.expanduser(root.removeprefix("file://"))), folder)
+    if _is_url(folder):
+        (p1, r1), (p2, r2) = root.split("://", 1), folder.split("://", 1)
+        b1, _, k1 = r1.partition("/")
+        b2, _, k2 = r2.partition("/")
+        if (p1, b1) == (p2, b2):
+            return posixpath.relpath("/" + k1.strip("/"), "/" + k2.strip("/"))
+    return root
 
 
 def catalog_dict(cat: Catalog) -> dict[str, Any]:
     """The YAML-ready dict of a catalog, without the per-session ``CATALOG_*`` parameters."""
     data = cat.to_dict()
     data["user_parameters"] = {k: v for k, v in data["user_parameters"].items() if k not in _LOCAL_UPS}
+    recorded = cat.metadata.get("store_root")
+    if isinstance(recorded, str) and "store_root" in data["user_parameters"]:  # as recorded, not as resolved
+        data["user_parameters"]["store_root"] = {"default": recorded, "description": _RECORDED_ROOT}
     return data
 
 
@@ -312,12 +366,17 @@ def write_catalog(cat: Catalog, path: str | os.PathLike[str], *,
     >>> len(open_catalog("memory://doc/cat.yaml").entries)
     21
     """
+    with fsspec.open(os.fspath(path), "wt", **dict(storage_options or {})) as f:
+        f.write(catalog_yaml(cat))
+
+
+def catalog_yaml(cat: Catalog) -> str:
+    """The YAML text :func:`write_catalog` writes (entries in name order)."""
     data = catalog_dict(cat)
     data["entries"] = dict(sorted(data["entries"].items()))
     data["aliases"] = dict(sorted(data["aliases"].items()))
-    with fsspec.open(os.fspath(path), "wt", **dict(storage_options or {})) as f:
-        f.write("# sscxr intake catalog: regenerate with sscxr.catalog.build_catalog (no secrets here)\n")
-        yaml.safe_dump(data, f, sort_keys=False, default_flow_style=False)
+    header = "# sscxr intake catalog: regenerate with sscxr.catalog.build_catalog (no secrets here)\n"
+    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
 def _matches(value: Any, wanted: Any) -> bool:
@@ -391,26 +450,49 @@ def _metadata_from_attrs(store: str, attrs: Mapping[str, Any], version: str) -> 
 
 
 def build_catalog(root: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None,
-                  out: str | os.PathLike[str] | None = None) -> Catalog:  # fmt: skip
+                  out: str | os.PathLike[str] | None = None, only_found: bool | None = None) -> Catalog:  # fmt: skip
     """Scan the ``*.zarr`` stores under ``root`` and write/refresh their catalog entries.
 
-    Starts from ``out`` when it exists (else the shipped catalog), replaces the entry of every
-    complete sscxr store found with metadata read from its root attrs, pinned to its content
-    version (recomputed; a store whose recorded ``content_version`` disagrees warns), and
-    writes ``out`` when given. Incomplete or foreign stores are skipped with a warning.
-    ``storage_options`` are used for reading only: they never reach the catalog.
+    Replaces the entry of every complete sscxr store found with metadata read from its root
+    attrs, pinned to its content version (recomputed; a store whose recorded ``content_version``
+    disagrees warns). Incomplete or foreign stores are skipped with a warning.
+
+    With ``out``, the catalog records ``root`` as its default ``store_root`` (metadata
+    ``store_root``), relative to the catalog's own folder when both are local or in one bucket,
+    so ``open_catalog(out)[name].read()`` opens the store from ``root`` with no further argument,
+    and the folder can be moved whole. ``only_found``: list exactly the stores found (default for
+    a catalog written into ``root`` itself, ``ROOT/catalog.yaml``); otherwise start from ``out``
+    when it exists (else the shipped catalog) and keep the entries not scanned. ``out`` is rewritten only
+    when its text changes. ``storage_options`` are used to read and write (for an ``s3://`` ``out``)
+    only: they never reach the catalog.
 
     >>> cat = build_catalog("s3://bucket/stores", storage_options={"anon": True},
-    ...                     out="catalogs/sscxr.yaml")                       # doctest: +SKIP
+    ...                     out="s3://bucket/stores/catalog.yaml")           # doctest: +SKIP
     """
     root = os.fspath(root).rstrip("/")
-    if out is not None and fsspec.core.url_to_fs(os.fspath(out))[0].exists(os.fspath(out)):
-        cat = open_catalog(out)
+    out_text = os.fspath(out) if out is not None else None
+    options = dict(storage_options or {})
+    existing: str | None = None
+    if out_text is not None:
+        fs = fsspec.core.url_to_fs(out_text, **(options if _is_url(out_text) else {}))[0]
+        if fs.exists(out_text):
+            with fsspec.open(out_text, "rt", **(options if _is_url(out_text) else {})) as f:
+                existing = f.read()
+    if only_found is None:
+        only_found = out_text is not None and _root_as_seen_from(root, out_text) == "."
+    if only_found:
+        cat = _empty_catalog()
+    elif existing is not None and out_text is not None:
+        cat = open_catalog(out_text, storage_options=options if _is_url(out_text) else None)
     else:
         cat = open_catalog()
     for store in _list_stores(root, storage_options):
         url = f"{root}/{store}"
-        attrs = read_attrs(url, storage_options=storage_options)
+        try:
+            attrs = read_attrs(url, storage_options=storage_options)
+        except (SscxrError, OSError, KeyError, ValueError) as exc:
+            warnings.warn(f"{url}: skipped (no readable store: {exc})", stacklevel=2)
+            continue
         if "archive" not in attrs or attrs.get("sscxr_status") != "complete":
             warnings.warn(f"{url}: skipped (not a complete sscxr store: archive={attrs.get('archive')!r}, "
                           f"sscxr_status={attrs.get('sscxr_status')!r})", stacklevel=2)  # fmt: skip
@@ -420,8 +502,15 @@ def build_catalog(root: str | os.PathLike[str], *, storage_options: Mapping[str,
             warnings.warn(f"{url}: recorded content_version {attrs['content_version']} differs from its "
                           f"metadata ({version}); pinning {version}", StoreVersionWarning, stacklevel=2)  # fmt: skip
         _put(cat, store.removesuffix(".zarr"), _metadata_from_attrs(store, attrs, version))
-    if out is not None:
-        write_catalog(cat, out)
+    if out_text is not None:
+        recorded = _root_as_seen_from(root, out_text)
+        cat.metadata["store_root"] = recorded
+        cat.user_parameters["store_root"] = BaseUserParameter(default=recorded, description=_RECORDED_ROOT)
+        text = catalog_yaml(cat)
+        if text != existing:
+            with fsspec.open(out_text, "wt", **(options if _is_url(out_text) else {})) as f:
+                f.write(text)
+        cat = open_catalog(out_text, storage_options=options if _is_url(out_text) else None)
     return cat
 
 

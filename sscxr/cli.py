@@ -201,7 +201,20 @@ def _convert_parser(c: argparse.ArgumentParser) -> None:
     c.add_argument("--break-lock", action="store_true",
                    help="take over DEST's writer lock even if another conversion seems to hold it")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    _archive_args(c)
     c.set_defaults(func=_convert)
+
+
+def _archive_args(c: argparse.ArgumentParser) -> None:
+    """Options of a SRC holding several units (a whole archive; DEST is then a store root)."""
+    a = c.add_argument_group("several units (SRC a download folder; DEST a folder of stores)")
+    a.add_argument("--dry-run", action="store_true",
+                   help="list the units, their sources and sizes, what would be written and an estimate; write nothing")
+    a.add_argument("--only", action="append", metavar="GLOB", help="convert only units whose name matches (repeatable)")
+    a.add_argument("--check-hashes", action="store_true",
+                   help="compare sources by sha256 even when name, size and mtime are as recorded")
+    a.add_argument("--units-in-flight", type=int, metavar="N",
+                   help="units converted at once (default: one per worker process); bounds memory")
 
 
 def _catalog_parser(c: argparse.ArgumentParser) -> None:
@@ -231,6 +244,14 @@ def _conversion() -> Any:
 def _convert(args: argparse.Namespace) -> int:
     _check_convert_args(args)
     conv = _conversion()
+    if conv.is_archive_source(args.src, args.dest):
+        return _convert_archive(args, conv)
+    archive_only = [f"--{k.replace('_', '-')}" for k in ("dry_run", "only", "check_hashes", "units_in_flight")
+                    if getattr(args, k, None)]
+    if archive_only:
+        print(f"sscxr convert: error: {' '.join(archive_only)} applies to a SRC holding several units (a download "
+              f"folder), and {args.src} is one unit", file=sys.stderr)
+        return 2
     spec = conv.ConversionSpec(raw=args.raw, red=args.red, allow_missing=args.allow_missing)
     with _storage_failures(args.dest, args.storage_options):
         result = conv.convert(args.src, args.dest, storage_options=args.storage_options, spec=spec,
@@ -297,6 +318,24 @@ def _check_local_dest(dest: str) -> None:
                                  f"({exc.strerror or type(exc).__name__})") from None  # fmt: skip
     os.close(fd)
     os.unlink(probe)
+
+
+def _convert_archive(args: argparse.Namespace, conv: Any) -> int:
+    """SRC holds several units: each to DEST/<unit>.zarr, a report and a catalog at DEST."""
+    if args.units_in_flight is not None and args.units_in_flight < 1:
+        print("sscxr convert: error: --units-in-flight must be at least 1", file=sys.stderr)
+        return 2
+    spec = conv.ConversionSpec(raw=args.raw, red=args.red, allow_missing=args.allow_missing)
+    with _storage_failures(args.dest, args.storage_options):
+        report = conv.convert_archive(args.src, args.dest, storage_options=args.storage_options, spec=spec,
+                                      workers=args.workers, scheduler=args.scheduler, only=args.only,
+                                      dry_run=args.dry_run, overwrite=args.overwrite,
+                                      check_hashes=args.check_hashes, units_in_flight=args.units_in_flight,
+                                      progress=not args.quiet, verbose=not args.quiet, break_lock=args.break_lock)
+    print(report.summary())
+    for unit in report.failed:
+        print(f"sscxr convert: {unit.unit} failed: {unit.error}", file=sys.stderr)
+    return int(report.exit_code)
 
 
 def _verify(args: argparse.Namespace) -> int:

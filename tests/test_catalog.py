@@ -184,7 +184,7 @@ def test_build_catalog_pins_versions_and_reads_attrs(session_store, animal_store
                  status="incomplete")  # fmt: skip
     out = tmp_path / "built.yaml"
     with pytest.warns(UserWarning, match="an229717_2013_12_01.zarr: skipped"):
-        cat = sc.build_catalog(root, out=out)
+        cat = sc.build_catalog(root, out=out, only_found=False)  # out lies in root: keep unscanned explicitly
     assert sorted(cat) == sorted(SESSIONS + ANIMALS)  # unscanned entries are kept
     session = cat.get_entity("an197522_2013_03_08").metadata
     assert session["content_version"] == content_version(session_store[0]) == session_store[1].attrs["content_version"]

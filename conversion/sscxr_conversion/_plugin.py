@@ -11,11 +11,12 @@ from .tasks import register_options
 
 
 class StorageOptionsPlugin(WorkerPlugin):
-    """Registers storage options for one store URL in each worker process."""
+    """Registers storage options for one store URL (or a folder of stores) in each worker process."""
 
     name = "sscxr-storage-options"
 
     def __init__(self, url: str, storage_options: Mapping[str, Any]):
+        self.name = f"sscxr-storage-options-{url}"  # one per URL: a cluster shared by many stores keeps them all
         self.url = url
         self.storage_options = dict(storage_options)
 

@@ -138,7 +138,7 @@ def detect_archive(src: str | os.PathLike) -> str:
 def convert(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, Any] | None = None,
             spec: ConversionSpec | None = None, workers: int | None = None, scheduler: str | None = None,
             overwrite: bool = False, resume: bool = False, progress: bool = True,
-            break_lock: bool = False) -> ConversionResult:
+            break_lock: bool = False, client: Any = None) -> ConversionResult:
     """Convert one ssc-1 session or ssc-11 animal at ``src`` into the zarr store at ``dest``.
 
     The store is written as a new version beside whatever ``dest`` holds and published in one
@@ -155,7 +155,8 @@ def convert(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, 
         if pub.up_to_date:
             return _up_to_date(pub, spec)
         target = pub.version_url
-        prestart_workers(target, workers=workers, scheduler=scheduler)  # their imports overlap the read
+        if client is None:
+            prestart_workers(target, workers=workers, scheduler=scheduler)  # their imports overlap the read
         early = None
         if spec.archive == "ssc-1" and not pub.resuming:  # dF/F goes to the store while the file inflates
             early = write.EarlyArrays(write.open_store(target, storage_options, mode="w"), target, spec,
@@ -168,7 +169,7 @@ def convert(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, 
             raise
         result = write_plan(target, plan, spec, storage_options=storage_options, workers=workers,
                             scheduler=scheduler, overwrite=False, resume=pub.resuming, progress=progress,
-                            early=early)
+                            early=early, client=client)
         pub.publish(result.content_version)
     return replace(result, url=pub.url, version_url=target)
 
@@ -271,7 +272,7 @@ def _subvolume_tasks(groups: Mapping[str, xr.Dataset]) -> list[list[tuple[str, x
 
 def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_options: Mapping[str, Any] | None,
                workers: int | None, scheduler: str | None, overwrite: bool, resume: bool,
-               progress: bool, early: write.EarlyArrays | None = None) -> ConversionResult:
+               progress: bool, early: write.EarlyArrays | None = None, client: Any = None) -> ConversionResult:
     """Template, independent tasks, driver groups, the plan's finish, finalise."""
     store = write.open_store(dest, storage_options, mode="w")
     done = write.prepare(store, dest, overwrite=overwrite, resume=resume, attrs=plan.attrs, early=early)
@@ -279,7 +280,8 @@ def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_optio
     summaries: dict[int, Any] = {}
     jobs = ((dest, i, t, spec, not all(p in done for p in t.paths)) for i, t in enumerate(plan.tasks))
     jobs = (j for j in jobs if j[4] or j[2].needs_summary)
-    with runner(dest, storage_options, workers=workers, scheduler=scheduler, threads=plan.threads) as run:
+    with runner(dest, storage_options, workers=workers, scheduler=scheduler, threads=plan.threads,
+                client=client) as run:
         bar = _progress(plan.n_tasks, progress, desc=f"writing {Path(dest).name}")
         for index, paths, summary in run.run(_run_task, jobs):
             written += paths

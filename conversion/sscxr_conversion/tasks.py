@@ -23,7 +23,17 @@ def register_options(url: str, storage_options: Mapping[str, Any] | None) -> Non
 
 
 def options_for(url: str) -> dict[str, Any]:
-    return _OPTIONS.get(url, {})
+    """The options registered for ``url``, or for the longest registered folder holding it (a
+    whole-archive conversion registers its store root once for every unit's stores)."""
+    if url in _OPTIONS:
+        return _OPTIONS[url]
+    holders = [root for root in _OPTIONS if url.startswith(root.rstrip("/") + "/")]
+    return _OPTIONS[max(holders, key=len)] if holders else {}
+
+
+def options_registered(url: str) -> bool:
+    """Whether :func:`options_for` knows ``url`` (itself or a folder holding it) in this process."""
+    return url in _OPTIONS or any(url.startswith(root.rstrip("/") + "/") for root in _OPTIONS)
 
 
 class Runner:
@@ -190,8 +200,41 @@ def threads_per_worker(workers: int) -> int:
 
 
 @contextmanager
+def cluster_client(url: str, *, workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
+    """A ``distributed.Client``: on ``scheduler``, or on a LocalCluster of ``workers`` processes
+    started as :func:`runner` describes (closed on exit)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        client, cluster = Client(scheduler), None
+    else:
+        in_process = url.startswith("memory://")  # a memory store lives in one process
+        with dask.config.set(_cluster_config(url)):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker(workers or 1),
+                                   processes=not in_process, dashboard_address=None)
+        client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def share_options(client: Any, url: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Hand ``storage_options`` for ``url`` (and every URL under it) to the workers of ``client``
+    once, through a worker plugin, never through a task graph."""
+    register_options(url, storage_options)
+    if storage_options:
+        from ._plugin import StorageOptionsPlugin
+
+        client.register_plugin(StorageOptionsPlugin(url, storage_options))
+
+
+@contextmanager
 def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int | None = None,
-           scheduler: str | None = None, threads: int = 1) -> Iterator[Runner]:
+           scheduler: str | None = None, threads: int = 1, client: Any = None) -> Iterator[Runner]:
     """A :class:`Runner`: ``scheduler`` address > ``workers`` LocalCluster > local threads.
 
     ``threads`` local threads (one by default): ssc-1's subvolume writes are GIL-bound Python, and
@@ -217,31 +260,22 @@ def runner(url: str, storage_options: Mapping[str, Any] | None, *, workers: int 
     as long as this process, so the next cluster's workers start at once; they also take the
     environment the forkserver was started with (dask's pre-spawn environment, as for spawned
     workers, the first time). :func:`prestart_workers` starts it ahead of the cluster.
+
+    With ``client`` (a whole-archive conversion: one cluster for every unit, possibly a
+    ``worker_client`` inside a unit's task) that client is used and left open; storage options
+    already shared for a folder holding ``url`` (:func:`share_options`) are not sent again.
     """
+    if client is not None:
+        if not options_registered(url):
+            share_options(client, url, storage_options)
+        yield Runner(client=client, max_pending=2 * max(1, sum(client.nthreads().values())))
+        return
     register_options(url, storage_options)
     if scheduler is None and not workers:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             yield Runner(pool=pool, max_pending=threads + 1)
         return
-    import dask
-    from distributed import Client, LocalCluster
-
-    if scheduler is not None:
-        client, cluster = Client(scheduler), None
-    else:
-        in_process = url.startswith("memory://")  # a memory store lives in one process
-        with dask.config.set(_cluster_config(url)):
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker(workers or 1),
-                                   processes=not in_process, dashboard_address=None)
-        client = Client(cluster)
-    try:
-        if storage_options:
-            from ._plugin import StorageOptionsPlugin
-
-            client.register_plugin(StorageOptionsPlugin(url, storage_options))
-        client.run(_warm_worker_soon, wait=False)  # workers import while the driver reads its first input
-        yield Runner(client=client, max_pending=2 * max(1, sum(client.nthreads().values())))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    with cluster_client(url, workers=workers, scheduler=scheduler) as own:
+        share_options(own, url, storage_options)
+        own.run(_warm_worker_soon, wait=False)  # workers import while the driver reads its first input
+        yield Runner(client=own, max_pending=2 * max(1, sum(own.nthreads().values())))
