@@ -51,8 +51,9 @@ def archive(download, tmp_path) -> Path:
     return Path(shutil.copytree(download, tmp_path / "crcns_upload_for_manuscript"))
 
 
-def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sscxr", *args], capture_output=True, text=True, timeout=timeout)
+def _cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sscxr", *args], capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def _listing(root: Path) -> dict[str, tuple[int, int]]:
@@ -256,8 +257,10 @@ def test_whole_archive_to_s3(moto_server, moto_bucket, tmp_path):
 
 
 def test_s3_errors_are_one_clear_line(moto_server, archive):
+    options = moto_server.storage_options()  # credentials from the environment, as docs/remote.md advises
     proc = _cli("convert", str(archive), "s3://no-such-bucket-sscxr/stores", "--storage-options",
-                json.dumps(moto_server.storage_options()))
+                json.dumps({"endpoint_url": options["endpoint_url"]}),
+                env={"AWS_ACCESS_KEY_ID": options["key"], "AWS_SECRET_ACCESS_KEY": options["secret"]})
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no-such-bucket-sscxr" in lines[0] and "Traceback" not in proc.stderr
