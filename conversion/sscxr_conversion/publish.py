@@ -131,8 +131,11 @@ class Publication:
         elif not self.overwrite:
             if self.previous or (legacy is not None and legacy.complete):
                 what = f"version {self.previous}" if self.previous else "a store"
+                interrupted = (f"; an interrupted conversion ({unfinished[-1].name}) is there too: pass --resume "
+                               "to finish it") if unfinished else ""
                 raise StoreExistsError(f"{self.url} already holds a complete store ({what}); pass --overwrite "
-                                       "to publish a new version (the current one stays readable until then)")
+                                       "to publish a new version (the current one stays readable until then)"
+                                       + interrupted)
             if unfinished or legacy is not None:
                 raise StoreExistsError(f"{self.url} has an unfinished conversion; pass --resume to finish it, "
                                        "or --overwrite to start anew")
