@@ -21,7 +21,7 @@ import socket
 import time
 import warnings
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sscxr.errors import StoreExistsError, StoreLockedError
@@ -49,9 +49,27 @@ def _alive(pid: int, start: str | None) -> bool:
     return start is None or _process_start(pid) in (None, start)
 
 
-def new_version_name() -> str:
-    """``v<UTC time>-<6 hex>``: names sort by creation time."""
-    return f"v{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+def new_version_name(after: str | None = None) -> str:
+    """``v<UTC time>-<6 hex>``, sorting after ``after`` (the newest version of the location).
+
+    Names must sort by creation: an unfinished version is one newer than the current one. The
+    time alone does not ensure it (two conversions in one second; a writer whose clock is
+    behind the previous writer's), so a name that would not sort after ``after`` is ``after``
+    plus one.
+
+    >>> new_version_name(after="v29991231T235959Z-00000f")
+    'v29991231T235959Z-000010'
+    >>> new_version_name(after="v29991231T235958Z-ffffff")
+    'v29991231T235959Z-000000'
+    """
+    name = f"v{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    if after is None or name > after:
+        return name
+    stamp, suffix = after[1:17], int(after[18:], 16)
+    if suffix < 0xFFFFFF:
+        return f"v{stamp}-{suffix + 1:06x}"
+    later = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ") + timedelta(seconds=1)
+    return f"v{later:%Y%m%dT%H%M%SZ}-000000"
 
 
 class Publication:
@@ -139,7 +157,8 @@ class Publication:
             if unfinished or legacy is not None:
                 raise StoreExistsError(f"{self.url} has an unfinished conversion; pass --resume to finish it, "
                                        "or --overwrite to start anew")
-        self.name = new_version_name()
+        names = [v.name for v in loc.versions()]
+        self.name = new_version_name(after=max(names, default=None))
 
     def _legacy(self) -> VersionInfo | None:
         """A plain store at the URL itself (written before versions): its status, or None."""
