@@ -220,6 +220,12 @@ class Publication:
         """Make the version written current in one atomic step, then remove old versions."""
         if self.up_to_date:
             return
+        holder = _parse_lock(_get(self.location.store, LOCK))
+        if holder.get("token") != self._token:  # --break-lock by another conversion while this one ran
+            self._locked = False
+            raise StoreLockedError(
+                f"{self.url}: the writer lock was taken over by another conversion (pid {holder.get('pid')} on "
+                f"{holder.get('host')}, --break-lock) while this one ran; its version {self.name} was not published")
         if self.location.local:
             self._publish_local()
         else:
