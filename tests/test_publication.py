@@ -15,6 +15,7 @@ import shutil
 import warnings
 from typing import Any
 
+import numpy as np
 import pytest
 
 import sscxr
@@ -276,3 +277,257 @@ SEAWEED_POINTS = [
 def test_kill_seaweedfs(runner, sources, seaweed_server, weed_bucket, tmp_path, scenario, point):
     seen = run_kill(runner, _weed(seaweed_server, weed_bucket, tmp_path), sources, point, scenario)
     print(f"KILLRESULT seaweedfs | {point.label} | {seen}")
+
+
+# --------------------------------------------------------------------------------------------
+# 2. readers during repeated overwrites
+# --------------------------------------------------------------------------------------------
+
+READ_VARS = (("imaging/subvolume_01", "dff"), ("imaging/subvolume_02", "dff"), ("whisker", "angle"))
+
+
+def _arrays(tree: Any) -> list[Any]:
+    return [tree[group].ds[name] for group, name in READ_VARS]
+
+
+@pytest.fixture(scope="module")
+def truths(sources, tmp_path_factory) -> dict[str, list[Any]]:
+    """The values of :data:`READ_VARS` in a verified store of A and of B."""
+    out = {}
+    for name in ("A", "B"):
+        url = str(tmp_path_factory.mktemp("truth") / f"{name}.zarr")
+        convert(sources[name], url, progress=False)
+        assert _verifies(sources[name], Where(url))
+        out[name] = [a.values for a in _arrays(sscxr.open_session(url))]
+    assert all(not np.array_equal(a, b, equal_nan=True) for a, b in zip(out["A"], out["B"]))
+    return out
+
+
+def _slices(rng: Any, truth: list[Any]) -> list[tuple[slice, slice]]:
+    """Random cell x time slices, one per variable of :data:`READ_VARS`."""
+    out = []
+    for values in truth:
+        rows, cols = values.shape
+        r0, c0 = rng.integers(0, rows), rng.integers(0, cols - 1)
+        out.append((slice(r0, rng.integers(r0 + 1, rows + 1)), slice(c0, rng.integers(c0 + 1, min(cols, c0 + 200) + 1))))
+    return out
+
+
+def _which(values: list[Any], truths: dict[str, list[Any]], slices: list[tuple[slice, slice]]) -> str | None:
+    """The source every value of one read comes from, or None (a wrong or mixed read)."""
+    for name, truth in truths.items():
+        if all(np.array_equal(v, t[s], equal_nan=True) for v, t, s in zip(values, truth, slices)):
+            return name
+    return None
+
+
+def readers_during_overwrites(runner: Any, where: Where, sources: dict[str, str], truths: dict[str, list[Any]],
+                              n_overwrites: int) -> dict[str, Any]:
+    """Two reader threads (a kept handle; a reopen per read) while a writer process publishes
+    ``n_overwrites`` new versions of DEST, B and A in turn. Returns the counts."""
+    import dask
+    import threading
+    import time
+
+    from sscxr.errors import StoreChangedError
+
+    convert(sources["A"], where.url, storage_options=where.options, progress=False)
+    stop = threading.Event()
+    reads: list[tuple[str, float, float, str]] = []  # (mode, start, end, "A" | "B" | "changed" | "WRONG")
+    errors: list[BaseException] = []
+
+    def reader(mode: str, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        handle = None
+        try:
+            while not stop.is_set():
+                start = time.monotonic()
+                slices = _slices(rng, truths["A"])
+                try:
+                    if handle is None or mode == "reopen":
+                        handle = sscxr.open_session(where.url, storage_options=where.options)
+                    arrays = [a.isel(dict(zip(a.dims, s))).data for a, s in zip(_arrays(handle), slices)]
+                    values = dask.compute(*arrays, scheduler="synchronous")
+                    outcome = _which(list(values), truths, slices) or "WRONG"
+                except StoreChangedError:
+                    outcome, handle = "changed", None  # the kept handle's version was removed: reopen
+                reads.append((mode, start, time.monotonic(), outcome))
+        except BaseException as exc:  # anything else is a failure of the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(mode, i)) for i, mode in enumerate(["kept", "reopen"])]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    windows = []
+    try:
+        for i in range(n_overwrites):
+            src = sources["B" if i % 2 == 0 else "A"]
+            start = time.monotonic()
+            done = runner(["convert", src, where.url, "--quiet", "--overwrite", *where.argv_options])
+            windows.append((start, time.monotonic()))
+            assert done.returncode == 0, done.stderr
+    finally:
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not errors, errors
+    counts = {mode: {o: sum(1 for m, _, _, x in reads if m == mode and x == o) for o in ("A", "B", "changed", "WRONG")}
+              for mode in ("kept", "reopen")}
+    during = [sum(1 for _, s, e, _ in reads if s < w1 and e > w0) for w0, w1 in windows]
+    wrong = sum(c["WRONG"] for c in counts.values())
+    assert wrong == 0, counts
+    assert all(n > 0 for n in during), f"reads during each overwrite: {during}"
+    assert _verifies(sources["A" if n_overwrites % 2 == 0 else "B"], where)
+    return {"reads": len(reads), "wrong": wrong, "by_mode": counts, "during_each_overwrite": during,
+            "seconds": round(windows[-1][1] - windows[0][0], 1)}
+
+
+def test_readers_during_overwrites_local(runner, sources, truths, tmp_path):
+    result = readers_during_overwrites(runner, Where(str(tmp_path / "x.zarr")), sources, truths, 6)
+    print(f"CONCURRENCY local | {result}")
+
+
+@pytest.mark.seaweedfs
+def test_readers_during_overwrites_seaweedfs(runner, sources, truths, seaweed_server, weed_bucket, tmp_path):
+    result = readers_during_overwrites(runner, _weed(seaweed_server, weed_bucket, tmp_path), sources, truths, 4)
+    print(f"CONCURRENCY seaweedfs | {result}")
+
+
+# --------------------------------------------------------------------------------------------
+# two writers; stale, live and broken locks
+# --------------------------------------------------------------------------------------------
+
+STARTER = """
+import os, sys, time
+import sscxr.cli, sscxr_conversion, sscxr_conversion.write, sscxr_conversion.publish, zarr.storage, xarray
+try:
+    import obstore, zarr.storage._obstore
+except ImportError:
+    pass
+open(sys.argv[1] + ".ready", "w").close()
+while not os.path.exists(sys.argv[1]):  # the starting gun: both take the lock within a few ms
+    time.sleep(0.002)
+sys.argv = ["sscxr", *sys.argv[2:]]
+sscxr.cli.run()
+"""
+
+
+def two_writers(where: Where, sources: dict[str, str], tmp_path: Any, overwrite: bool) -> list[Any]:
+    import subprocess
+    import sys
+    import time
+
+    if overwrite:
+        convert(sources["A"], where.url, storage_options=where.options, progress=False)
+    gun = str(tmp_path / "gun")
+    flags = ["--overwrite"] if overwrite else []
+    procs = [subprocess.Popen([sys.executable, "-c", STARTER, gun, "convert", sources[name], where.url, "--quiet",
+                               *flags, *where.argv_options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("A", "B")]
+    deadline = time.monotonic() + 60
+    while not (os.path.exists(gun + ".ready") and all(p.poll() is None for p in procs)) or \
+            len([p for p in procs if p.poll() is None]) < 2:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.01)
+    time.sleep(0.5)  # both imported (each writes .ready; the second one overwrites it)
+    open(gun, "w").close()
+    results = [(p.wait(120), *p.communicate()) for p in procs]
+    codes = sorted(r[0] for r in results)
+    assert codes == [0, 2], results
+    (winner,) = [name for name, r in zip("AB", results) if r[0] == 0]
+    (loser,) = [r for r in results if r[0] == 2]
+    lines = loser[2].strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in loser[2], loser[2]
+    assert lines[0].startswith("sscxr convert: error: ") and "is being written by another conversion" in lines[0]
+    assert _verifies(sources[winner], where) and not where.lock_held()
+    return lines
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["empty", "overwrite"])
+def test_two_writers_local(sources, tmp_path, overwrite):
+    print("TWOWRITERS local", overwrite, two_writers(Where(str(tmp_path / "x.zarr")), sources, tmp_path, overwrite))
+
+
+@pytest.mark.seaweedfs
+@pytest.mark.parametrize("overwrite", [False, True], ids=["empty", "overwrite"])
+def test_two_writers_seaweedfs(sources, seaweed_server, weed_bucket, tmp_path, overwrite):
+    where = _weed(seaweed_server, weed_bucket, tmp_path)
+    print("TWOWRITERS seaweedfs", overwrite, two_writers(where, sources, tmp_path, overwrite))
+
+
+def _write_lock(where: Where, holder: dict[str, Any]) -> None:
+    import json
+
+    from sscxr.versions import _put
+
+    _put(Location(where.url, where.options).store, LOCK, json.dumps(holder).encode())
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("seaweedfs", marks=pytest.mark.seaweedfs)])
+def test_stale_live_and_broken_locks(runner, sources, tmp_path, backend, request):
+    import socket
+
+    from sscxr_conversion.publish import _process_start
+
+    if backend == "local":
+        where = Where(str(tmp_path / "x.zarr"))
+    else:
+        where = _weed(request.getfixturevalue("seaweed_server"), request.getfixturevalue("weed_bucket"), tmp_path)
+    src = ["convert", sources["A"], where.url, "--quiet", *where.argv_options]
+    # a writer SIGKILLed while holding the lock: the next conversion takes it over, saying so
+    killed = runner(src, K(f"{W}:write_group", 2))
+    assert killed.returncode == -9 and where.lock_held()
+    resumed = runner([*src, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    took_over = [line for line in resumed.stderr.splitlines() if "no longer running" in line]
+    assert len(took_over) == 1 and f"pid {killed.pid} " in took_over[0], resumed.stderr
+    assert _verifies(sources["A"], where) and not where.lock_held()
+    # a lock whose process is alive (this one) is refused, naming --break-lock
+    live = {"token": "x", "host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+            "started": "2026-12-07T00:00:00+00:00", "destination": where.url}
+    _write_lock(where, live)
+    refused = runner([*src, "--overwrite"])
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is being written by another conversion" in lines[0] and "--break-lock" in lines[0]
+    assert where.lock_held()
+    # --break-lock takes it
+    broke = runner([*src, "--overwrite", "--break-lock"])
+    assert broke.returncode == 0, broke.stderr
+    assert _verifies(sources["A"], where) and not where.lock_held()
+    print(f"LOCKS {backend} | {took_over[0]} | {lines[0]}")
+
+
+@pytest.mark.parametrize("at", ["publish", "finalise"])
+def test_a_writer_whose_lock_was_broken_does_not_publish(sources, tmp_path, monkeypatch, at):
+    """Writer 1 is still running when writer 2 breaks its lock (``--overwrite --break-lock``) and
+    publishes B (removing writer 1's version). Writer 1 must fail without switching DEST: B
+    stays current and whole."""
+    import sscxr_conversion.write as write
+    from sscxr_conversion.publish import Publication
+
+    where = Where(str(tmp_path / "x.zarr"))
+    owner, name = (Publication, "publish") if at == "publish" else (write, "finalise")
+    real, nested = getattr(owner, name), []
+
+    def breaks_in_first(*args, **kwargs):
+        if not nested:  # writer 1 is about to finalise / publish: writer 2 breaks in and publishes
+            nested.append(1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                convert(sources["B"], where.url, progress=False, overwrite=True, break_lock=True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, breaks_in_first)
+    with pytest.raises(Exception) as info:
+        convert(sources["A"], where.url, progress=False)
+    if at == "publish":
+        from sscxr.errors import StoreLockedError
+
+        assert info.type is StoreLockedError and "was not published" in str(info.value)
+    monkeypatch.undo()
+    assert _verifies(sources["B"], where), "writer 2's store stays current"
+    sscxr.open_session(where.url)
+    assert not where.lock_held()
