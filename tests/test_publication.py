@@ -496,6 +496,7 @@ def test_stale_live_and_broken_locks(runner, sources, tmp_path, backend, request
     # --break-lock takes it
     broke = runner([*src, "--overwrite", "--break-lock"])
     assert broke.returncode == 0, broke.stderr
+    assert "removed the lock of another conversion (--break-lock) (pid" in broke.stderr, broke.stderr
     assert _verifies(sources["A"], where) and not where.lock_held()
     print(f"LOCKS {backend} | {took_over[0]} | {lines[0]}")
 

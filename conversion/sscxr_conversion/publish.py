@@ -189,15 +189,16 @@ class Publication:
                 return
             if raw is None:  # released between our two requests: try again
                 continue
-            if not (self.break_lock or self._stale(holder)):
+            stale = self._stale(holder)
+            if not (self.break_lock or stale):
                 raise StoreLockedError(
                     f"{self.url} is being written by another conversion (pid {holder.get('pid')} on "
                     f"{holder.get('host')}, since {holder.get('started')}); wait for it to finish, or if it is "
                     "no longer running, rerun with --break-lock")
             if _get(store, LOCK) == raw:  # still that one: remove it and take ours
-                warnings.warn(f"{self.url}: removed the lock of a conversion that is no longer running (pid "
-                              f"{holder.get('pid')} on {holder.get('host')}, since {holder.get('started')})",
-                              stacklevel=3)
+                why = "a conversion that is no longer running" if stale else "another conversion (--break-lock)"
+                warnings.warn(f"{self.url}: removed the lock of {why} (pid {holder.get('pid')} on "
+                              f"{holder.get('host')}, since {holder.get('started')})", stacklevel=3)
                 _run(store.delete(LOCK))
             time.sleep(0.05)
         raise StoreLockedError(f"{self.url}: could not take the writer lock ({self.location.versions_url}/{LOCK})")
