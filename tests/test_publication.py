@@ -532,3 +532,72 @@ def test_a_writer_whose_lock_was_broken_does_not_publish(sources, tmp_path, monk
     assert _verifies(sources["B"], where), "writer 2's store stays current"
     sscxr.open_session(where.url)
     assert not where.lock_held()
+
+
+# --------------------------------------------------------------------------------------------
+# 3. a removed version is an error, never fill values
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("seaweedfs", marks=pytest.mark.seaweedfs)])
+def test_removed_version_raises_store_changed(sources, truths, tmp_path, backend, request):
+    from sscxr.errors import StoreChangedError
+
+    if backend == "local":
+        where = Where(str(tmp_path / "x.zarr"))
+    else:
+        where = _weed(request.getfixturevalue("seaweed_server"), request.getfixturevalue("weed_bucket"), tmp_path)
+    convert(sources["A"], where.url, storage_options=where.options, progress=False)           # V1
+    v1 = Location(where.url, where.options).current()
+    handle = sscxr.open_session(where.url, storage_options=where.options)
+    convert(sources["B"], where.url, storage_options=where.options, progress=False, overwrite=True)  # V2
+    dff = handle["imaging/subvolume_01"].ds.dff
+    assert np.array_equal(dff.values, truths["A"][0], equal_nan=True), "the previous version stays readable"
+    convert(sources["A"], where.url, storage_options=where.options, progress=False, overwrite=True)  # V3
+    assert not any(f"{v1}/" in key for key in where.listing()), "V1 was collected"
+    if backend == "local":  # SeaweedFS keeps the emptied folder in listings (no object in it)
+        assert v1 not in [v.name for v in Location(where.url, where.options).versions()]
+    with pytest.raises(StoreChangedError, match="open it again"):
+        dff.values
+    with pytest.raises(StoreChangedError):
+        handle["whisker"].ds.angle[0, :10].compute()
+
+
+def test_removed_version_raises_store_changed_on_a_cluster(sources, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    from sscxr.errors import StoreChangedError
+
+    url = str(tmp_path / "x.zarr")
+    convert(sources["A"], url, progress=False)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        dff = sscxr.open_session(url)["imaging/subvolume_01"].ds.dff
+        assert float(dff.sum().compute()) == pytest.approx(float(np.nansum(dff.values)))
+        for src in ("B", "A"):
+            convert(sources[src], url, progress=False, overwrite=True)
+        with pytest.raises(StoreChangedError):
+            dff.sum().compute()
+
+
+def test_version_removed_between_resolving_and_opening(sources, tmp_path, monkeypatch):
+    """A reader resolves DEST, then (slow) two more versions are published before it reads the
+    root: a clear error, not 'no zarr store' for a location that has one."""
+    import sscxr.io as sio
+    from sscxr.errors import StoreChangedError
+
+    url = str(tmp_path / "x.zarr")
+    convert(sources["A"], url, progress=False)
+    real, once = sio._resolve, []
+
+    def slow_resolve(u, options):
+        resolved = real(u, options)
+        if not once:
+            once.append(1)
+            for src in ("B", "A"):
+                convert(sources[src], url, progress=False, overwrite=True)
+        return resolved
+
+    monkeypatch.setattr(sio, "_resolve", slow_resolve)
+    with pytest.raises(StoreChangedError):
+        sscxr.open_session(url)
+    sscxr.open_session(url)  # opening again reads the current version
