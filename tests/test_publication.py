@@ -121,7 +121,10 @@ def check_after_kill(where: Where, killed_src: str, candidates: dict[str, str], 
         assert len(matching) == 1, f"verifies against {matching}"
         seen["current"] = matching[0]
     loc = Location(where.url, where.options)
-    unfinished = bool(loc.unfinished())
+    current = loc.current()
+    newer = [v.name for v in loc.versions() if current is None or v.name > current]  # the killed run's
+    unfinished = bool(newer)
+    assert bool(loc.unfinished()) == unfinished, "a version newer than the current one is one to --resume"
     stale_lock = where.lock_held()
     seen["unfinished"], seen["stale_lock"] = unfinished, stale_lock
     # (b) a plain convert is refused, naming the flag that applies
