@@ -755,6 +755,7 @@ def _open_root(target: StoreLike, storage_options: Mapping[str, Any] | None
         except FileNotFoundError:  # a local path that does not exist
             document = None
         if document is None and not isinstance(target, Store):
+            _refuse_removed(url, recipe.url)
             _refuse_unfinished(url, storage_options)
         if document is not None:
             store = _MetadataCache(store, {"zarr.json": document})
@@ -762,6 +763,17 @@ def _open_root(target: StoreLike, storage_options: Mapping[str, Any] | None
         else:  # zarr v2, or nothing there (zarr says which)
             root = zarr.open_group(store, mode="r")
     return url, store, root, recipe
+
+
+def _refuse_removed(url: str, resolved: str) -> None:
+    """``url`` named a version that has no root document by the time it is read: removed."""
+    from .versions import VERSIONS_SUFFIX
+
+    if resolved != url and VERSIONS_SUFFIX + "/" in resolved:
+        from .errors import StoreChangedError
+
+        raise StoreChangedError(f"{url}: the version it named ({resolved}) was removed while it was being opened "
+                                "(newer conversions replaced it): open it again to read the current version")
 
 
 def _refuse_unfinished(url: str, storage_options: Mapping[str, Any] | None) -> None:

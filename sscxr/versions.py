@@ -176,9 +176,13 @@ class Location:
         return VersionInfo(name, self.version_url(name), status, attrs)
 
     def unfinished(self) -> list[VersionInfo]:
-        """Versions newer than the current one that are not complete (interrupted conversions)."""
+        """Versions newer than the current one: conversions interrupted before their switch.
+
+        A complete one among them was killed between its last write and the switch; ``--resume``
+        publishes it. (Versions are named in order, ``sscxr_conversion.publish.new_version_name``.)
+        """
         current = self.current()
-        return [v for v in self.versions() if not v.complete and (current is None or v.name > current)]
+        return [v for v in self.versions() if current is None or v.name > current]
 
 
 async def _list_dir(store: Store) -> list[str]:

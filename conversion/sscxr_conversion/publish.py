@@ -21,7 +21,7 @@ import socket
 import time
 import warnings
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sscxr.errors import StoreExistsError, StoreLockedError
@@ -49,9 +49,27 @@ def _alive(pid: int, start: str | None) -> bool:
     return start is None or _process_start(pid) in (None, start)
 
 
-def new_version_name() -> str:
-    """``v<UTC time>-<6 hex>``: names sort by creation time."""
-    return f"v{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+def new_version_name(after: str | None = None) -> str:
+    """``v<UTC time>-<6 hex>``, sorting after ``after`` (the newest version of the location).
+
+    Names must sort by creation: an unfinished version is one newer than the current one. The
+    time alone does not ensure it (two conversions in one second; a writer whose clock is
+    behind the previous writer's), so a name that would not sort after ``after`` is ``after``
+    plus one.
+
+    >>> new_version_name(after="v29991231T235959Z-00000f")
+    'v29991231T235959Z-000010'
+    >>> new_version_name(after="v29991231T235958Z-ffffff")
+    'v29991231T235959Z-000000'
+    """
+    name = f"v{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    if after is None or name > after:
+        return name
+    stamp, suffix = after[1:17], int(after[18:], 16)
+    if suffix < 0xFFFFFF:
+        return f"v{stamp}-{suffix + 1:06x}"
+    later = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ") + timedelta(seconds=1)
+    return f"v{later:%Y%m%dT%H%M%SZ}-000000"
 
 
 class Publication:
@@ -137,12 +155,16 @@ class Publication:
         elif not self.overwrite:
             if self.previous or (legacy is not None and legacy.complete):
                 what = f"version {self.previous}" if self.previous else "a store"
+                interrupted = (f"; an interrupted conversion ({unfinished[-1].name}) is there too: pass --resume "
+                               "to finish it") if unfinished else ""
                 raise StoreExistsError(f"{self.url} already holds a complete store ({what}); pass --overwrite "
-                                       "to publish a new version (the current one stays readable until then)")
+                                       "to publish a new version (the current one stays readable until then)"
+                                       + interrupted)
             if unfinished or legacy is not None:
                 raise StoreExistsError(f"{self.url} has an unfinished conversion; pass --resume to finish it, "
                                        "or --overwrite to start anew")
-        self.name = new_version_name()
+        names = [v.name for v in loc.versions()]
+        self.name = new_version_name(after=max(names, default=None))
 
     def _legacy(self) -> VersionInfo | None:
         """A plain store at the URL itself (written before versions): its status, or None."""
@@ -173,15 +195,16 @@ class Publication:
                 return
             if raw is None:  # released between our two requests: try again
                 continue
-            if not (self.break_lock or self._stale(holder)):
+            stale = self._stale(holder)
+            if not (self.break_lock or stale):
                 raise StoreLockedError(
                     f"{self.url} is being written by another conversion (pid {holder.get('pid')} on "
                     f"{holder.get('host')}, since {holder.get('started')}); wait for it to finish, or if it is "
                     "no longer running, rerun with --break-lock")
             if _get(store, LOCK) == raw:  # still that one: remove it and take ours
-                warnings.warn(f"{self.url}: removed the lock of a conversion that is no longer running (pid "
-                              f"{holder.get('pid')} on {holder.get('host')}, since {holder.get('started')})",
-                              stacklevel=3)
+                why = "a conversion that is no longer running" if stale else "another conversion (--break-lock)"
+                warnings.warn(f"{self.url}: removed the lock of {why} (pid {holder.get('pid')} on "
+                              f"{holder.get('host')}, since {holder.get('started')})", stacklevel=3)
                 _run(store.delete(LOCK))
             time.sleep(0.05)
         raise StoreLockedError(f"{self.url}: could not take the writer lock ({self.location.versions_url}/{LOCK})")
@@ -204,6 +227,12 @@ class Publication:
         """Make the version written current in one atomic step, then remove old versions."""
         if self.up_to_date:
             return
+        holder = _parse_lock(_get(self.location.store, LOCK))
+        if holder.get("token") != self._token:  # --break-lock by another conversion while this one ran
+            self._locked = False
+            raise StoreLockedError(
+                f"{self.url}: the writer lock was taken over by another conversion (pid {holder.get('pid')} on "
+                f"{holder.get('host')}, --break-lock) while this one ran; its version {self.name} was not published")
         if self.location.local:
             self._publish_local()
         else:

@@ -541,17 +541,23 @@ def put_many(store: Any, blobs: Mapping[str, Any]) -> None:
     Remote stores get all requests at once (concurrent PUTs on S3). A local directory store is
     written by plain file writes in this thread: zarr's ``LocalStore.set`` hands each object to a
     thread of its own, ~0.3 ms apiece, against ~0.05 ms for the write itself (2,400 chunks of a
-    session: 0.9 s vs 0.12 s).
+    session: 0.9 s vs 0.12 s). Metadata documents (``zarr.json``) go to a temporary file renamed
+    into place, as ``LocalStore.set`` does: a conversion killed while writing one leaves it whole
+    or absent, never empty (``--resume`` parses every group's document).
     """
     if isinstance(store, LocalStore) and not store.read_only:
         root = os.fspath(store.root)
         made: set[str] = set()
         for key, blob in blobs.items():
-            fd = _create(root, key, made)
+            document = key == "zarr.json" or key.endswith("/zarr.json")
+            temp = f"{key}.tmp-{os.getpid()}-{threading.get_ident()}" if document else key
+            fd = _create(root, temp, made)
             try:
                 _write_all(fd, blob)
             finally:
                 os.close(fd)
+            if document:  # whole or absent, as zarr's LocalStore.set writes it: --resume parses it
+                os.replace(os.path.join(root, temp), os.path.join(root, key))
         return
     proto = default_buffer_prototype()
 
