@@ -19,7 +19,7 @@ _EPS = 1e-9
 
 
 def window_offsets(window: tuple[float, float], rate: float) -> np.ndarray:
-    """Frame offsets ``k`` with ``window[0] <= k / rate <= window[1]`` (1e-9 tolerance)."""
+    """Frame offsets ``k`` with ``window[0] <= k / rate <= window[1]`` (a tolerance of 1e-9 frame)."""
     k0 = int(np.ceil(window[0] * rate - _EPS))
     k1 = int(np.floor(window[1] * rate + _EPS))
     return np.arange(k0, k1 + 1, dtype=np.int64)

@@ -192,7 +192,8 @@ def test_align_property_matches_naive(rec, within_trial):
     signal, frame_time, times, ev_trials, window, rate = rec
     out = align(signal, times, window, trials=ev_trials, within_trial=within_trial, frame_time=frame_time,
                 frame_rate_hz=rate)
-    assert out.sizes["time"] == len([k for k in range(-100, 100) if window[0] - 1e-9 <= k / rate <= window[1] + 1e-9])
+    # the kernel's tolerance is 1e-9 of a frame (float noise), not of a second
+    assert out.sizes["time"] == len([k for k in range(-100, 100) if window[0] * rate - 1e-9 <= k <= window[1] * rate + 1e-9])
     assert_matches_oracle(out, signal, frame_time, times, ev_trials, window, rate, within_trial)
     assert out.isnull().values[~out.valid.values].all()
 

@@ -66,7 +66,15 @@ class Where:
     def argv_options(self) -> list[str]:
         import json
 
-        return ["--storage-options", json.dumps(self.options)] if self.options else []
+        public = {k: v for k, v in (self.options or {}).items() if k not in ("key", "secret")}
+        return ["--storage-options", json.dumps(public)] if public else []
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Credentials for the command line go through the environment (on the command line they warn)."""
+        if not self.options or "key" not in self.options:
+            return {}
+        return {"AWS_ACCESS_KEY_ID": self.options["key"], "AWS_SECRET_ACCESS_KEY": self.options["secret"]}
 
     def listing(self) -> dict[str, Any]:
         """Every object of the location with what changes when it is rewritten."""
@@ -170,7 +178,7 @@ def run_kill(runner: Any, where: Where, sources: dict[str, str], point: KillPoin
         src, flags, candidates, old = sources["C"], [], {"C": sources["C"]}, None
     else:
         src, flags, candidates, old = sources["A"], [], {"A": sources["A"]}, None
-    killed = runner(["convert", src, where.url, "--quiet", *flags, *where.argv_options], point)
+    killed = runner(["convert", src, where.url, "--quiet", *flags, *where.argv_options], point, env=where.env)
     assert killed.returncode == -9, f"never reached {point.label}: rc {killed.returncode}\n{killed.stderr[-2000:]}"
     return check_after_kill(where, src, candidates, "ssc-11" if scenario == "ssc11" else "ssc-1", old)
 
@@ -367,7 +375,7 @@ def readers_during_overwrites(runner: Any, where: Where, sources: dict[str, str]
         for i in range(n_overwrites):
             src = sources["B" if i % 2 == 0 else "A"]
             start = time.monotonic()
-            done = runner(["convert", src, where.url, "--quiet", "--overwrite", *where.argv_options])
+            done = runner(["convert", src, where.url, "--quiet", "--overwrite", *where.argv_options], env=where.env)
             windows.append((start, time.monotonic()))
             assert done.returncode == 0, done.stderr
     finally:
@@ -427,7 +435,8 @@ def two_writers(where: Where, sources: dict[str, str], tmp_path: Any, overwrite:
     gun = str(tmp_path / "gun")
     flags = ["--overwrite"] if overwrite else []
     procs = [subprocess.Popen([sys.executable, "-c", STARTER, gun, "convert", sources[name], where.url, "--quiet",
-                               *flags, *where.argv_options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               *flags, *where.argv_options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **where.env})
              for name in ("A", "B")]
     deadline = time.monotonic() + 60
     while not (os.path.exists(gun + ".ready") and all(p.poll() is None for p in procs)) or \
@@ -480,9 +489,9 @@ def test_stale_live_and_broken_locks(runner, sources, tmp_path, backend, request
         where = _weed(request.getfixturevalue("seaweed_server"), request.getfixturevalue("weed_bucket"), tmp_path)
     src = ["convert", sources["A"], where.url, "--quiet", *where.argv_options]
     # a writer SIGKILLed while holding the lock: the next conversion takes it over, saying so
-    killed = runner(src, K(f"{W}:write_group", 2))
+    killed = runner(src, K(f"{W}:write_group", 2), env=where.env)
     assert killed.returncode == -9 and where.lock_held()
-    resumed = runner([*src, "--resume"])
+    resumed = runner([*src, "--resume"], env=where.env)
     assert resumed.returncode == 0, resumed.stderr
     took_over = [line for line in resumed.stderr.splitlines() if "no longer running" in line]
     assert len(took_over) == 1 and f"pid {killed.pid} " in took_over[0], resumed.stderr
@@ -491,13 +500,13 @@ def test_stale_live_and_broken_locks(runner, sources, tmp_path, backend, request
     live = {"token": "x", "host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
             "started": "2026-12-07T00:00:00+00:00", "destination": where.url}
     _write_lock(where, live)
-    refused = runner([*src, "--overwrite"])
+    refused = runner([*src, "--overwrite"], env=where.env)
     assert refused.returncode == 2, refused.stderr
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "is being written by another conversion" in lines[0] and "--break-lock" in lines[0]
     assert where.lock_held()
     # --break-lock takes it
-    broke = runner([*src, "--overwrite", "--break-lock"])
+    broke = runner([*src, "--overwrite", "--break-lock"], env=where.env)
     assert broke.returncode == 0, broke.stderr
     assert "removed the lock of another conversion (--break-lock) (pid" in broke.stderr, broke.stderr
     assert _verifies(sources["A"], where) and not where.lock_held()

@@ -205,6 +205,7 @@ ZYGOTE = textwrap.dedent("""
                 os.dup2(os.open(job["log"] + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
             code = 70
             try:
+                os.environ.update(job.get("env") or {})
                 counts = {} if job.get("count") else None
                 for point in job.get("points") or []:
                     install_kill_point(point, counts)
@@ -274,15 +275,16 @@ class KillRunner:
         return dict(json.loads(line))
 
     def __call__(self, argv: list[str], point: KillPoint | None = None, *,
-                 count: list[KillPoint] | None = None) -> Killed:
-        """Run ``sscxr`` with ``argv``, killed at ``point``; or count the calls of each of ``count``."""
+                 count: list[KillPoint] | None = None, env: dict[str, str] | None = None) -> Killed:
+        """Run ``sscxr`` with ``argv`` (and ``env`` added to its environment), killed at ``point``;
+        or count the calls of each of ``count``."""
         import json
 
         assert self.proc is not None and self.proc.stdin is not None
         self._n += 1
         log = os.path.join(self.logs, f"run{self._n:03d}")
         points = [p.to_json() for p in count] if count else [point.to_json()] if point else []
-        job = {"argv": [str(a) for a in argv], "log": log, "points": points, "count": bool(count)}
+        job = {"argv": [str(a) for a in argv], "log": log, "points": points, "count": bool(count), "env": env or {}}
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
         answer = self._answer()
