@@ -53,6 +53,9 @@ def test_notebook_runs_without_configuration(path: Path, demo_cache: Path, tmp_p
     assert nbtest.errors(executed) == []
     assert (demo_cache / "sscxr" / "demo-stores" / "demo.json").exists()
     assert not any(tmp_path.glob("*.zarr"))  # nothing written to the working directory
+    stderr = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs
+                     if o.output_type == "stream" and o.name == "stderr")  # fmt: skip
+    assert "IProgress" not in stderr and "TqdmWarning" not in stderr  # conversion bars without ipywidgets
 
 
 @pytest.mark.seaweedfs

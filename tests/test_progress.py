@@ -156,3 +156,11 @@ print([str(w.message) for w in seen if "Tqdm" in type(w.message).__name__])
     assert "IProgress" not in done.stderr and "TqdmWarning" not in done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert f"reading {truth.mat_path.name}: 100%" in done.stderr  # the text bar drew the reading
+
+
+def test_conversion_progress_docstring_examples():
+    import doctest
+
+    from sscxr_conversion import progress
+
+    assert doctest.testmod(progress, raise_on_error=True).attempted >= 5

@@ -21,7 +21,7 @@ import xarray as xr
 from sscxr.errors import SourceFormatError
 
 from . import write
-from .progress import counted_source, group_bar
+from .progress import counted_source, group_bar, unit_name
 from .provenance import SourceRecord, provenance
 from .publish import Publication
 from .readers._matfile import load_mat
@@ -285,7 +285,7 @@ def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_optio
     jobs = ((dest, i, t, spec, not all(p in done for p in t.paths)) for i, t in enumerate(plan.tasks))
     jobs = (j for j in jobs if j[4] or j[2].needs_summary)
     with runner(dest, storage_options, workers=workers, scheduler=scheduler, threads=plan.threads) as run:
-        bar = _progress(plan.n_tasks, progress, desc=f"writing {Path(dest).name}")
+        bar = _progress(plan.n_tasks, progress, desc=f"writing {unit_name(dest)}")
         for index, paths, summary in run.run(_run_task, jobs):
             written += paths
             summaries[index] = summary

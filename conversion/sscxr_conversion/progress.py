@@ -30,7 +30,21 @@ from typing import IO, Any
 
 from sscxr._progress import progress_bar
 
-__all__ = ["CountingReader", "byte_bar", "group_bar", "counted_source"]
+__all__ = ["CountingReader", "byte_bar", "group_bar", "counted_source", "unit_name"]
+
+
+def unit_name(url: str) -> str:
+    """The name a user knows a store by: the location, not the version being written.
+
+    >>> unit_name("out/an274424.zarr-versions/v20261207T153119Z-ba665d")
+    'an274424.zarr'
+    """
+    from sscxr.versions import VERSIONS_SUFFIX
+
+    parts = url.rstrip("/").split("/")
+    if len(parts) > 1 and parts[-2].endswith(VERSIONS_SUFFIX):
+        return parts[-2].removesuffix(VERSIONS_SUFFIX)
+    return parts[-1]
 
 
 def byte_bar(total: int | None, desc: str, *, enabled: bool) -> Any:
