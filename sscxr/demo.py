@@ -1,16 +1,32 @@
-"""The main job, end to end on an embedded default: ``sscxr demo``.
+"""The main job, end to end on an embedded default: ``sscxr demo``; and the demo stores.
 
 synthetic ssc-1 archive (real layout) -> ``sscxr convert`` -> catalog entry -> lazy open ->
 touch-aligned trial tensor -> plot.
+
+:func:`demo_stores` builds, once, a folder of small converted stores (one ssc-1 session with raw
+frames and whisker video, one ssc-11 animal) that the notebooks in ``docs/notebooks/`` fall back
+to when no store root is configured.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
 ANIMAL, DATE = "an197522", "2013_03_08"
 SESSION = f"{ANIMAL}_{DATE}"
+DEMO_ANIMAL = "an274424"
+"""The ssc-11 animal of the demo stores (a touch-ablation animal, as in the catalog)."""
+DEMO_DIR_ENV = "SSCXR_DEMO_DIR"
+DEMO_VERSION = 1
+"""Bumped when the demo stores change (archive presets, converter options): older caches are rebuilt."""
+_DEMO_SSC1 = {"preset": "tiny", "n_trials": 24, "raw": True, "raw_subvolumes": (1,), "video": True,
+              "n_video_trials": 4, "frames_per_tiff": 200}  # fmt: skip
+_DEMO_SSC11 = {"preset": "tiny", "trials_per_day": 8}
+_MARKER = "demo.json"
 
 
 def write_archive(directory: str | Path, *, preset: str = "small") -> str:
@@ -54,3 +70,58 @@ def run_demo(out: str | Path = "demo-output", *, preset: str = "small") -> Path:
     plot_trial_tensor(tensor, path=figure)
     print(f"\nplot saved: {figure}  ({time.perf_counter() - t0:.1f} s in all)")
     return figure
+
+
+def demo_dir() -> Path:
+    """Where :func:`demo_stores` builds by default: ``$SSCXR_DEMO_DIR``, else
+    ``$XDG_CACHE_HOME/sscxr/demo-stores`` (``~/.cache/sscxr/demo-stores``)."""
+    if os.environ.get(DEMO_DIR_ENV):
+        return Path(os.environ[DEMO_DIR_ENV]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "sscxr" / "demo-stores"
+
+
+def _demo_ready(folder: Path) -> bool:
+    try:
+        marker = json.loads((folder / _MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    units = [SESSION, DEMO_ANIMAL]
+    return marker.get("demo_version") == DEMO_VERSION and all((folder / f"{u}.zarr").exists() for u in units)
+
+
+def demo_stores(folder: str | os.PathLike[str] | None = None, *, progress: bool = True) -> str:
+    """A folder of small synthetic stores to try sscxr on; built once, then reused. Returns the folder.
+
+    ``folder/an197522_2013_03_08.zarr`` is an ssc-1 session (2 subvolumes of 3 planes, 24 trials,
+    raw frames of subvolume 1 and whisker videos: ``sscxr convert --raw``), ``folder/an274424.zarr``
+    an ssc-11 animal (conditions ``pre`` and ``post_touch``, 3 ablated cells), and
+    ``folder/catalog.yaml`` the catalog with both pinned
+    (``sscxr.open_catalog(folder + "/catalog.yaml")(store_root=folder)``). The synthetic archives
+    (``sscxr.testing.archives``, the real CRCNS layout) are written to a temporary folder and
+    converted by ``sscxr_conversion.convert`` (needs ``pip install ./conversion``); ``progress``
+    shows the conversions' progress bars. Default ``folder``: :func:`demo_dir`.
+
+    >>> root = demo_stores()                                                  # doctest: +SKIP
+    >>> session = sscxr.open_catalog()(store_root=root)["an197522_2013_03_08"].read()  # doctest: +SKIP
+    """
+    out = Path(folder).expanduser() if folder is not None else demo_dir()
+    if _demo_ready(out):
+        return str(out)
+    from sscxr_conversion import ConversionSpec, convert
+
+    from .catalog import build_catalog
+    from .testing.archives import write_ssc1_session, write_ssc11_animal
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sscxr-demo-") as tmp:
+        src = Path(tmp)
+        write_ssc1_session(src / SESSION, animal=ANIMAL, date=DATE, seed=0, **_DEMO_SSC1)
+        convert(src / SESSION, str(out / f"{SESSION}.zarr"), spec=ConversionSpec(raw=True), overwrite=True,
+                progress=progress)
+        write_ssc11_animal(src, animal=DEMO_ANIMAL, seed=0, **_DEMO_SSC11)
+        convert(src / DEMO_ANIMAL, str(out / f"{DEMO_ANIMAL}.zarr"), overwrite=True, progress=progress)
+    build_catalog(str(out), out=str(out / "catalog.yaml"))
+    (out / _MARKER).write_text(json.dumps({"demo_version": DEMO_VERSION, "units": [SESSION, DEMO_ANIMAL]}))
+    return str(out)

@@ -162,6 +162,20 @@ def test_ssc11_paired_matches_oracle():
     np.testing.assert_array_equal(union.subvolume.sel(cell=lost), [1, 2])
 
 
+
+def test_ssc11_conditions_with_variable_width_strings():
+    """Converted stores give trial coords as numpy's StringDType: stacking conditions fills each
+    coordinate on its own (a float coord's NaN once reached the string coords and failed)."""
+    animal = make_animal_tree(seed=2, n_cells=6)
+    for c in ("pre", "post_touch"):
+        trials = animal[c]["trials"].to_dataset()
+        animal[c]["trials"] = trials.assign({k: v.astype(np.dtypes.StringDType()) for k, v in trials.items()
+                                             if v.dtype.kind == "U"})  # fmt: skip
+    assert animal["pre/trials"]["trial_type"].dtype.kind == "T"
+    out = animal.sscx.event_response("dff", align_to="first_touch", condition=["pre", "post_touch"], paired=True)
+    assert out.trial_type.dims == ("condition", "trial") and out.trial_type.dtype.kind == "T"
+    assert out.event_time.dtype.kind == "f" and out.response.notnull().any()
+
 # --- laziness -----------------------------------------------------------------------------------
 class CountingStore(zarr.storage.WrapperStore):
     reads = 0

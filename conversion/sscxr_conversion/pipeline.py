@@ -21,6 +21,7 @@ import xarray as xr
 from sscxr.errors import SourceFormatError
 
 from . import write
+from .progress import counted_source, group_bar, unit_name
 from .provenance import SourceRecord, provenance
 from .publish import Publication
 from .readers._matfile import load_mat
@@ -162,7 +163,7 @@ def convert(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, 
             early = write.EarlyArrays(write.open_store(target, storage_options, mode="w"), target, spec,
                                       overwrite=False)
         try:
-            plan = read_plan(src, spec, early=early)
+            plan = read_plan(src, spec, early=early, progress=progress)
         except BaseException:
             if early is not None:
                 early.abandon()
@@ -184,21 +185,23 @@ def _up_to_date(pub: Publication, spec: ConversionSpec) -> ConversionResult:
                             str(attrs.get("content_version", "")), [], version_url=url)
 
 
-def read_plan(src: str | os.PathLike, spec: ConversionSpec, early: write.EarlyArrays | None = None) -> ReadPlan:
+def read_plan(src: str | os.PathLike, spec: ConversionSpec, early: write.EarlyArrays | None = None, *,
+              progress: bool = False) -> ReadPlan:
     """The :class:`ReadPlan` of SRC for ``spec.archive`` (``"ssc-1"`` or ``"ssc-11"``).
 
     With ``early`` (ssc-1), each subvolume's dF/F is written while the rest of the file is read.
+    With ``progress``, byte bars show the reading (:mod:`.progress`), the raw pass's too.
     """
     if spec.archive == "ssc-11":
         from .ssc11_pipeline import read_animal
 
-        return read_animal(src, spec)
-    attrs, groups, tasks, warnings = read_ssc1(src, spec, early=early)
+        return read_animal(src, spec, progress=progress)
+    attrs, groups, tasks, warnings = read_ssc1(src, spec, early=early, progress=progress)
     raw = None
     if spec.raw:
         from .raw import RawStep
 
-        raw = RawStep(src, {**groups, **{p: ds for t in tasks for p, ds in t}}, spec)
+        raw = RawStep(src, {**groups, **{p: ds for t in tasks for p, ds in t}}, spec, progress=progress)
     ready = [ReadyGroups(t, prewritten={p: early.layouts(p) for p, _ in t} if early else {}) for t in tasks]
     return ReadPlan(attrs, groups, ready, len(tasks), warnings, raw=raw)
 
@@ -230,8 +233,8 @@ def _early_dff(early: write.EarlyArrays, file: str) -> Callable[[str, Any], None
     return handle
 
 
-def read_ssc1(src: str | os.PathLike, spec: ConversionSpec,
-              early: write.EarlyArrays | None = None) -> tuple[dict, dict, list, list[str]]:
+def read_ssc1(src: str | os.PathLike, spec: ConversionSpec, early: write.EarlyArrays | None = None,
+              progress: bool = False) -> tuple[dict, dict, list, list[str]]:
     """Read an ssc-1 session: root attrs, small groups (driver) and per-subvolume task groups."""
     records: list[SourceRecord] = []
     members = iter_members(src, lambda n: bool(SESSION_FILE.search(n)), records)
@@ -242,7 +245,9 @@ def read_ssc1(src: str | os.PathLike, spec: ConversionSpec,
         record = pool.submit(lambda: member.record)
         pool.submit(_warm_imports)
         hooks: dict[str, Any] = {} if early is None else {"on_item": _early_dff(early, member.name), "descend": STREAMED}
-        content = read_session(load_mat(member.source, name=member.name, variable="s", **hooks))
+        source, bar = counted_source(member.source, member.name, enabled=progress)  # bytes as they are read
+        content = read_session(load_mat(source, name=member.name, variable="s", **hooks))
+        bar.close()
         records.insert(0, record.result())
     del member
     if spec.raw:  # the raw pass streams on (a second pass) and records the tarball itself
@@ -282,7 +287,7 @@ def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_optio
     jobs = (j for j in jobs if j[4] or j[2].needs_summary)
     with runner(dest, storage_options, workers=workers, scheduler=scheduler, threads=plan.threads,
                 client=client) as run:
-        bar = _progress(plan.n_tasks, progress, desc=f"writing {Path(dest).name}")
+        bar = _progress(plan.n_tasks, progress, desc=f"writing {unit_name(dest)}")
         for index, paths, summary in run.run(_run_task, jobs):
             written += paths
             summaries[index] = summary
@@ -323,6 +328,4 @@ def _run_task(url: str, index: int, task: GroupTask, spec: ConversionSpec,
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="group")
+    return group_bar(total, desc, enabled=enabled)  # sscxr._progress: no TqdmWarning in a notebook

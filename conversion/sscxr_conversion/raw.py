@@ -48,6 +48,7 @@ from sscxr.errors import InconsistentSourceError, SourceFormatError, StoreExists
 
 from . import write
 from .crc import concat_crc32c, crc32c
+from .progress import byte_bar
 from .provenance import HashingReader, SourceRecord
 from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, close_map, data_crc32c, map_file, open_stack,
                            pixel_crc32c, plan_raw)
@@ -1136,12 +1137,13 @@ def _quiet() -> Iterator[None]:
 
 
 def stream_raw(src: str | os.PathLike, stacks: RawStacks, videos: VideoWriter | VideoVerifier | None,
-               tar_records: list[SourceRecord]) -> None:
+               tar_records: list[SourceRecord], bar: Any = None) -> None:
     """One pass over the raw members of ``src``: TIFFs to ``stacks``, mp4s to ``videos``.
 
     A folder (or the folder of a single ``.mat``) gives paths, TIFFs in index order; a tarball is
     streamed in archive order (members' bytes, one in memory at a time) and its own record (size,
-    sha256) appended to ``tar_records`` at the end.
+    sha256) appended to ``tar_records`` at the end. ``bar`` counts the bytes taken
+    (:func:`~.source.iter_members`).
     """
     def want(name: str) -> bool:
         return stacks.wants(name) or (videos is not None and videos.wants(name))
@@ -1155,7 +1157,7 @@ def stream_raw(src: str | os.PathLike, stacks: RawStacks, videos: VideoWriter | 
         return
     path = Path(src)
     root = path if is_tar(path) or path.is_dir() else path.parent  # a single .mat: the TIFFs beside it
-    for member in iter_members(root, want, tar_records, order=order):
+    for member in iter_members(root, want, tar_records, order=order, bar=bar):
         if stacks.wants(member.name):
             stacks.add(member.name, member.source)
         elif videos is not None:
@@ -1184,6 +1186,7 @@ class RawStep:
     groups: Mapping[str, xr.Dataset]
     spec: ConversionSpec
     layout: RawLayout = LAYOUT
+    progress: bool = False  # a byte bar over the TIFFs and videos (or the tarball) as they are read
 
     def __call__(self, store: Any, url: str, run: Any, done: set[str], attrs: dict, messages: list[str]) -> list[str]:
         with _block_runner(run) as run:
@@ -1193,10 +1196,12 @@ class RawStep:
             stacks.by_reference = _shares_files(run)
             videos = VideoWriter(self.groups, store=store, pipe=pipe) if self.spec.video and "video" not in done else None
             tar_records: list[SourceRecord] = []
+            bar = byte_bar(None, f"reading raw frames and videos of {Path(self.src).name}", enabled=self.progress)
             try:
-                stream_raw(self.src, stacks, videos, tar_records)
+                stream_raw(self.src, stacks, videos, tar_records, bar=bar)
                 written = stacks.finish()
             finally:
+                bar.close()
                 stacks.close()
             video_written, video_warnings = videos.finish() if videos is not None else ([], [])
         new = [w for ws in stacks.warnings.values() for w in ws] + video_warnings + _done_warnings(store, done)

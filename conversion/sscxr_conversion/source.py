@@ -11,10 +11,11 @@ import tarfile
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from sscxr.errors import SourceFormatError
 
+from .progress import CountingReader
 from .provenance import HashingReader, SourceRecord, record_bytes, record_file
 from .readers._matstream import INFLATE_ERRORS
 
@@ -52,28 +53,43 @@ def is_tar(src: str | os.PathLike) -> bool:
 
 def iter_members(src: str | os.PathLike, want: Callable[[str], bool],
                  records: list[SourceRecord] | None = None,
-                 order: Callable[[str], Any] | None = None) -> Generator[Member, None, None]:
+                 order: Callable[[str], Any] | None = None, bar: Any = None) -> Generator[Member, None, None]:
     """Yield the members of ``src`` whose relative name satisfies ``want``, in order.
 
     A folder's files come in path order, or sorted by ``order`` of their names if given; a
     tarball's always in archive order (a stream cannot be reordered).
     For a tarball, the tarball's own record (size, sha256 of the compressed bytes) is appended
     to ``records`` once the stream is exhausted.
+
+    ``bar`` (a byte progress bar, :mod:`.progress`) gets its total and counts: a tarball's bytes
+    as the stream reads them; a folder's wanted files, each once the caller has taken it.
     """
     path = Path(src)
     if not path.exists():
         raise SourceFormatError(str(src), "does not exist")
     if is_tar(path):
-        yield from _tar_members(path, want, records)
-    elif path.is_dir():
+        _set_total(bar, path.stat().st_size)
+        yield from _tar_members(path, want, records, bar)
+        return
+    if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
         wanted = [(name, file) for file in files if want(name := file.relative_to(path).as_posix())]
         if order is not None:
             wanted.sort(key=lambda item: order(item[0]))
-        for name, file in wanted:
-            yield Member(name, path=file)
     else:
-        yield Member(path.name, path=path)
+        wanted = [(path.name, path)]
+    sizes = [file.stat().st_size for _, file in wanted] if bar is not None else []
+    _set_total(bar, sum(sizes))
+    for i, (name, file) in enumerate(wanted):
+        yield Member(name, path=file)
+        if bar is not None:
+            bar.update(sizes[i])
+
+
+def _set_total(bar: Any, total: int) -> None:
+    if bar is not None:
+        bar.total = total
+        bar.refresh()
 
 
 def _gunzip(fileobj: Any) -> Any:
@@ -119,10 +135,11 @@ class _Forward:
 _TAR_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, OSError, ValueError, *INFLATE_ERRORS)
 
 
-def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRecord] | None) -> Iterator[Member]:
+def _tar_members(path: Path, want: Callable[[str], bool], records: list[SourceRecord] | None,
+                 bar: Any = None) -> Iterator[Member]:
     gzipped = str(path).endswith((".gz", ".tgz"))
     with path.open("rb") as raw:
-        hashing = HashingReader(raw)
+        hashing = HashingReader(raw if bar is None else cast(IO[bytes], CountingReader(raw, bar)))
         inflated = _gunzip(hashing) if gzipped else None
         try:
             forward = _Forward(hashing if inflated is None else inflated)

@@ -33,6 +33,7 @@ from sscxr.schema import CONDITIONS
 
 from .cells import cell_rows, cell_table
 from .pipeline import Finished, ReadPlan
+from .progress import byte_bar
 from .provenance import SourceRecord, provenance
 from .readers._matfile import load_mat, mat_version
 from .readers.curation import Ablation, curation_file, kind_of, read_curation
@@ -137,9 +138,16 @@ def _local(file: SubvolumeFile) -> Path:
     return path
 
 
-def read_animal(src: str | os.PathLike, spec: ConversionSpec) -> ReadPlan:
-    """The plan for one ssc-11 animal folder or tarball (see the module docstring)."""
-    inv = take_inventory(src)
+def read_animal(src: str | os.PathLike, spec: ConversionSpec, *, progress: bool = False) -> ReadPlan:
+    """The plan for one ssc-11 animal folder or tarball (see the module docstring).
+
+    With ``progress``, a byte bar shows the inventory's pass over SRC (every file is hashed);
+    the tasks, which read the files again, show on the pipeline's group bar."""
+    bar = byte_bar(None, f"reading {Path(src).name}", enabled=progress)
+    try:
+        inv = take_inventory(src, bar=bar)
+    finally:
+        bar.close()
     warnings: list[str] = []
     ablations = _ablations(inv, warnings)
     if not ablations:
@@ -182,14 +190,14 @@ def _root_attrs(inv: Inventory, ablations: list[Ablation]) -> dict[str, Any]:
 
 
 # --- inventory ---------------------------------------------------------------------------------
-def take_inventory(src: str | os.PathLike) -> Inventory:
+def take_inventory(src: str | os.PathLike, *, bar: Any = None) -> Inventory:
     """Find, number and hash the subvolume files and read the curation files of SRC."""
     found: list[tuple[str, str, str, str | None, str]] = []  # condition, name, sha256, path, MAT version
     curation: list[tuple[str, bytes]] = []
     records: list[SourceRecord] = []
     tarball: list[SourceRecord] = []  # a tarball's own record, once its stream is exhausted
     want = lambda n: bool(SUBVOLUME_FILE.search(n) or curation_file(n))  # noqa: E731
-    for member, record in _hashed(iter_members(src, want, tarball)):
+    for member, record in _hashed(iter_members(src, want, tarball, bar=bar)):
         version = _check_mat(member)
         records.append(record)
         m = SUBVOLUME_FILE.search(member.name)

@@ -3,7 +3,8 @@
 ``sscxr.testing.archives`` writes synthetic CRCNS ssc-1 / ssc-11 archives with the real on-disk
 layout (see ``shared/FORMATS.md``) and returns the ground truth it wrote;
 ``sscxr.testing.stores`` builds in-memory trees shaped like converted stores;
-``sscxr.testing.s3`` starts local S3 servers. Each is imported on first use:
+``sscxr.testing.s3`` starts local S3 servers; ``sscxr.testing.notebooks`` runs the notebooks of
+``docs/notebooks/`` and checks their committed outputs. Each is imported on first use:
 
 >>> import sscxr
 >>> sscxr.testing.stores.make_session_tree(n_subvolumes=1, n_cells=3, n_trials=2).attrs["archive"]
@@ -15,10 +16,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["archives", "s3", "stores"]
+__all__ = ["archives", "notebooks", "s3", "stores"]
 
 if TYPE_CHECKING:
-    from . import archives, s3, stores
+    from . import archives, notebooks, s3, stores
 
 
 def __getattr__(name: str) -> Any:
