@@ -497,13 +497,16 @@ def session_trial_tensor(tree: xr.DataTree, signal: str = "dff", *, subvolume: i
     return out if subvolume == "all" else out[next(iter(out))]
 
 
-def _cell_flags(tree: xr.DataTree, cells: np.ndarray) -> dict[str, Any]:
+def cell_flags(tree: xr.DataTree, cells: np.ndarray, *, lazy: bool = False) -> dict[str, Any]:
+    """``/cells`` flags (``ablated*``, ``near_ablated``, ``present_*``) of ``cells`` as coordinate
+    specs ``{name: ("cell", values, attrs)}``: numpy, or (``lazy``) the store's lazy arrays."""
     if "cells" not in tree.children:
         return {}
     table = tree.children["cells"].to_dataset(inherit=False)
     names = [str(n) for n in table.data_vars if str(n).startswith(("ablated", "near_ablated", "present_"))]
     table = table[names].reindex(cell=cells, fill_value=False)
-    return {n: ("cell", to_numpy(table[n]).astype(bool)) for n in names}
+    return {n: ("cell", (table[n].data if lazy else to_numpy(table[n])).astype(bool), dict(table[n].attrs))
+            for n in names}
 
 
 def _paired(tree: xr.DataTree, a: str, b: str, number: int) -> xr.DataTree:
@@ -513,7 +516,7 @@ def _paired(tree: xr.DataTree, a: str, b: str, number: int) -> xr.DataTree:
             raise ValueError(f"subvolume {number} is not in condition {c!r}; it has {list(ds[c])}")
     sets = {c: ds[c][number].to_dataset(inherit=False) for c in (a, b)}
     common = np.intersect1d(to_numpy(sets[a]["cell"]), to_numpy(sets[b]["cell"]))
-    flags = _cell_flags(tree, common)
+    flags = cell_flags(tree, common)
     root = xr.Dataset(coords={"cell": ("cell", common, {"description": "ROI id present in both conditions"}),
                               **flags}, attrs={"conditions": [a, b], "subvolume": number})
     children = {f"/{c}": sets[c].sel(cell=common).assign_coords(flags) for c in (a, b)}

@@ -313,16 +313,6 @@ def _concat_cells(parts: list[xr.Dataset]) -> xr.Dataset:
 
 
 # --- conditions ---------------------------------------------------------------------------------
-def _cell_flags(tree: xr.DataTree, cells: np.ndarray) -> dict[str, Any]:
-    """``/cells`` flags (``ablated*``, ``near_ablated``, ``present_*``) for ``cells``, lazily."""
-    if "cells" not in tree.children:
-        return {}
-    table = tree.children["cells"].to_dataset(inherit=False)
-    names = [str(n) for n in table.data_vars if str(n).startswith(("ablated", "near_ablated", "present_"))]
-    table = table[names].reindex(cell=cells, fill_value=False)
-    return {n: ("cell", table[n].data.astype(bool), dict(table[n].attrs)) for n in names}
-
-
 def _fill(var: xr.Variable) -> Any:
     kind = var.dtype.kind
     return np.nan if kind in "fc" else False if kind == "b" else -1 if kind in "iu" else ""
@@ -429,5 +419,5 @@ def event_response(tree: xr.DataTree, signal: str = "dff", *, align_to: str | _a
         attrs["conditions"], attrs["paired"] = list(conds), int(paired)
     if conds is not None:
         attrs["condition"] = conds[0] if isinstance(condition, str) else list(conds)
-    out = out.assign_coords(_cell_flags(tree, out.indexes["cell"].to_numpy()))
+    out = out.assign_coords(_align.cell_flags(tree, out.indexes["cell"].to_numpy(), lazy=True))
     return out.assign_attrs(attrs)
