@@ -1010,6 +1010,7 @@ def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = 
             continue
         preferred = var.encoding.get("preferred_chunks", {})
         stored = tuple(preferred.get(d, size) for d, size in zip(var.dims, var.shape, strict=True))
+        wanted: tuple[Any, ...]
         if analysis:
             wanted = analysis_chunks([str(d) for d in var.dims], var.shape, stored, var.dtype.itemsize or 8)
         else:
