@@ -84,12 +84,12 @@ Chunks: TypeAlias = Literal["auto", "analysis"] | Mapping[str, Any] | None
 ``None``: lazy numpy-backed arrays; a mapping: dimension -> chunk size, as xarray's ``chunks=``
 (dimensions not named keep the store's chunks); dask keys always name the group."""
 
-ANALYSIS_BLOCK_BYTES = 48 * 2**20
+ANALYSIS_BLOCK_BYTES = 64 * 2**20
 """Target size of one dask block with ``chunks="analysis"``: a block of cells x every frame.
 
-A real ssc-1 subvolume's dF/F (1,500 cells x 45,150 frames, float64, store chunks of 32 cells)
-is then 12 blocks of 128 cells (46 MB) instead of 4,183 store chunks, and
-``event_response(subvolume="all")`` about 80 tasks per subvolume (``docs/benchmarks-dataset.md``).
+A real subvolume's dF/F (1,500 cells x 45,150 frames, float64, store chunks of 32 x 512) is then
+10 blocks of 160 cells (58 MB) instead of 4,183 store chunks, and an ssc-11 condition's
+``event_response(subvolume="all")`` about 100 tasks per subvolume (``docs/benchmarks-dataset.md``).
 Each block is a whole number of store chunks, and every frame of its cells: analyses along
 ``time`` (trial tensors, event responses) need no rechunking."""
 
@@ -788,8 +788,8 @@ def analysis_chunks(dims: Sequence[str], shape: Sequence[int], stored: Sequence[
     """Block shape of ``chunks="analysis"``: whole when it fits ``target`` bytes, else whole along
     ``time`` and the other dims split, first dim first, in whole numbers of store chunks.
 
-    >>> analysis_chunks(("cell", "time"), (1500, 45150), (32, 512), 8)     # 128 cells x all frames
-    (128, 45150)
+    >>> analysis_chunks(("cell", "time"), (1500, 45150), (32, 512), 8)     # 160 cells x all frames
+    (160, 45150)
     >>> analysis_chunks(("cell",), (1500,), (1500,), 8)
     (1500,)
     """
@@ -1011,7 +1011,7 @@ def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = 
         preferred = var.encoding.get("preferred_chunks", {})
         stored = tuple(preferred.get(d, size) for d, size in zip(var.dims, var.shape, strict=True))
         wanted: tuple[Any, ...]
-        if analysis:
+        if analysis:  # big variables in blocks of whole store chunks; small ones (coordinates) whole
             wanted = analysis_chunks([str(d) for d in var.dims], var.shape, stored, var.dtype.itemsize or 8)
         else:
             wanted = tuple(asked.get(d) or own for d, own in zip(var.dims, stored, strict=True))

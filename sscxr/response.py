@@ -291,18 +291,43 @@ def _blocks(values: Any, cell_plane: Any, n_trials: int, kw: dict[str, Any], laz
     values = values if _is_dask(values) else da.from_array(values, chunks=(-1, -1))
     values = values.rechunk({1: -1})
     cells = values.chunks[0]
-    if cell_plane is None:  # one clock for every cell: counts need only the cell blocks' sizes
-        cp = da.zeros(values.shape[0], dtype=np.int64, chunks=(cells,))
-    else:
-        cp = (cell_plane if _is_dask(cell_plane) else da.from_array(np.asarray(cell_plane))).rechunk((cells,))
-    if cell_plane is None:
+    # cell_plane whole, as one task's output that each block task slices (block_info), rather than
+    # rechunked to the cell blocks: that rechunk alone was 2 tasks per block
+    cp = None
+    if cell_plane is None:  # one clock for every cell
         kw = kw | {"planes": kw["planes"][:1]}
-    out = {"response": da.blockwise(_response_block, "ce", values, "ct", cp, "c", new_axes={"e": n_trials},
-                                    dtype=np.float64, meta=np.empty((0, 0), np.float64), concatenate=True, **kw)}
+    elif _is_dask(cell_plane) and cell_plane.chunks == (cells,):  # chunked like the signal: block by block
+        out = {"response": da.blockwise(_response_block, "ce", values, "ct", cell_plane, "c", new_axes={"e": n_trials},
+                                        dtype=np.float64, meta=np.empty((0, 0), np.float64), concatenate=True, **kw)}
+        for what, dtype in (("n_baseline", np.int64), ("n_response", np.int64), ("valid", bool)):
+            out[what] = da.blockwise(_count_block, "ce", cell_plane, "c", new_axes={"e": n_trials}, dtype=dtype,
+                                     meta=np.empty((0, 0), dtype), what=what, **kw)
+        return out
+    else:
+        whole = (cell_plane if _is_dask(cell_plane) else da.from_array(np.asarray(cell_plane))).rechunk(-1)
+        cp = whole.to_delayed().ravel()[0]
+    out = {"response": da.map_blocks(_response_located, values, cp=cp, chunks=(cells, (n_trials,)), dtype=np.float64,
+                                     meta=np.empty((0, 0), np.float64), **kw)}
     for what, dtype in (("n_baseline", np.int64), ("n_response", np.int64), ("valid", bool)):
-        out[what] = da.blockwise(_count_block, "ce", cp, "c", new_axes={"e": n_trials}, dtype=dtype,
-                                 meta=np.empty((0, 0), dtype), what=what, **kw)
+        out[what] = da.map_blocks(_count_located, cp=cp, chunks=(cells, (n_trials,)), dtype=dtype,
+                                  meta=np.empty((0, 0), dtype), what=what, **kw)
     return out
+
+
+def _cells_of(block_info: Any, cp: np.ndarray | None) -> tuple[np.ndarray | None, int]:
+    """(cell_plane of the output block's cells, their number) from dask's ``block_info``."""
+    start, stop = block_info[None]["array-location"][0]
+    return (None if cp is None else np.asarray(cp)[start:stop]), stop - start
+
+
+def _response_located(values: np.ndarray, *, cp: np.ndarray | None, block_info: Any = None,
+                      **kw: Any) -> np.ndarray:  # fmt: skip
+    return _response_block(values, _cells_of(block_info, cp)[0], **kw)
+
+
+def _count_located(*, cp: np.ndarray | None, block_info: Any = None, **kw: Any) -> np.ndarray:
+    cell_plane, n = _cells_of(block_info, cp)
+    return _count_block(cell_plane, n=n, **kw)
 
 
 def _concat_cells(parts: list[xr.Dataset]) -> xr.Dataset:
@@ -319,8 +344,25 @@ def _cell_flags(tree: xr.DataTree, cells: np.ndarray) -> dict[str, Any]:
         return {}
     table = tree.children["cells"].to_dataset(inherit=False)
     names = [str(n) for n in table.data_vars if str(n).startswith(("ablated", "near_ablated", "present_"))]
-    table = table[names].reindex(cell=cells, fill_value=False)
-    return {n: ("cell", table[n].data.astype(bool), dict(table[n].attrs)) for n in names}
+    if not any(_is_dask(table[n]) for n in names):
+        table = table[names].reindex(cell=cells, fill_value=False)
+        return {n: ("cell", table[n].data.astype(bool), dict(table[n].attrs)) for n in names}
+    # dask: one task per flag (a dask reindex with fill is ~60 tasks per flag: where/getitem per output chunk)
+    import dask.array as da
+
+    positions = table.indexes["cell"].get_indexer(cells)
+    out = {}
+    for n in names:
+        whole = table[n].data.rechunk(-1)
+        out[n] = ("cell", da.map_blocks(_take_flags, whole, positions=positions, chunks=((cells.size,),), dtype=bool,
+                                         meta=np.empty((0,), bool)), dict(table[n].attrs))
+    return out
+
+
+def _take_flags(values: np.ndarray, *, positions: np.ndarray) -> np.ndarray:
+    """``values[positions]`` as bool, False where a position is -1 (a cell the table lacks)."""
+    values = np.asarray(values).astype(bool)
+    return np.where(positions >= 0, values[np.clip(positions, 0, None)] if values.size else False, False)
 
 
 def _fill(var: xr.Variable) -> Any:

@@ -508,7 +508,7 @@ def test_analysis_chunks_span_store_chunks_and_build_graphs_without_reads(tmp_pa
 def test_analysis_chunks_block_sizes():
     # a real-size subvolume: 1,500 cells x 45,150 frames float64, store chunks of 32 cells x 512 frames
     blocks = sio.analysis_chunks(("cell", "time"), (1500, 45150), (32, 512), 8)
-    assert blocks == (128, 45150) and 16 * 2**20 <= 128 * 45150 * 8 <= 64 * 2**20
+    assert blocks == (160, 45150) and 16 * 2**20 <= 160 * 45150 * 8 <= 64 * 2**20
     assert sio.analysis_chunks(("whisker", "time"), (2, 10**6), (1, 131072), 8) == (2, 10**6)  # 16 MB: whole
-    assert sio.analysis_chunks(("frame", "y", "x"), (5000, 512, 512), (1, 512, 512), 2) == (96, 512, 512)
+    assert sio.analysis_chunks(("frame", "y", "x"), (5000, 512, 512), (1, 512, 512), 2) == (128, 512, 512)
     assert sio.analysis_chunks(("cell", "time"), (10, 10), (4, 5), 8, target=0) == (4, 5)
