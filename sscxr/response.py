@@ -392,7 +392,10 @@ def _stack_conditions(parts: dict[str, xr.Dataset], paired: bool) -> xr.Dataset:
     cell_coords = {k: xr.Variable.concat([parts[c][k].variable for c in conds], "cell")[first] for k in cell_names}
     trial_coords = {}
     for k in trial_names:
-        per = [parts[c][k].reindex(trial=trials, fill_value=_fill(parts[c][k].variable)).variable for c in conds]
+        # reset_coords: reindexing the DataArray would fill its other trial coords with NaN, which a string
+        # coordinate (numpy StringDType, as converted stores hold) cannot take
+        per = [parts[c][k].reset_coords(drop=True).reindex(trial=trials, fill_value=_fill(parts[c][k].variable)).variable
+               for c in conds]  # fmt: skip
         trial_coords[k] = xr.Variable.concat([v.expand_dims("condition") for v in per], "condition")
     grids = []
     for c in conds:
