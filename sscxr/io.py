@@ -210,7 +210,8 @@ def register_worker_credentials(client: Any, url_prefix: str, storage_options: M
 
     The plugin (:class:`sscxr._distributed.StorageOptionsPlugin`, also the converter's) travels
     once from the client to the scheduler and each worker, which call
-    :func:`register_credentials`. On managed clusters prefer credentials the workers already
+    :func:`register_credentials`; this process registers them too (graphs built here then read
+    here and on the workers alike). On managed clusters prefer credentials the workers already
     have (environment or IAM role; see ``docs/analysis.md``, "Whole catalog on a cluster").
 
     >>> register_worker_credentials(client, "s3://bucket/stores",
