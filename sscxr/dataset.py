@@ -101,9 +101,13 @@ def _open(reader: Any, options: Mapping[str, Any] | None, chunks: Any) -> xr.Dat
     from .io import _redact
     from .versions import resolve
 
+    from .catalog import _default_options
+
     url = _entry_url(reader)
     pin = reader.metadata.get("content_version")
-    key = (resolve(url, options), pin, repr(chunks), repr(sorted(_redact(dict(options or {})).items())))
+    effective = options if options is not None else _default_options(url, reader.kwargs.get("anonymous", True),
+                                                                     reader.kwargs.get("endpoint"))  # as read() does
+    key = (resolve(url, effective), pin, repr(chunks), repr(sorted(_redact(dict(effective or {})).items())))
     with _OPENED_LOCK:
         if key in _OPENED:
             _OPENED.move_to_end(key)
