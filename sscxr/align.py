@@ -504,9 +504,23 @@ def cell_flags(tree: xr.DataTree, cells: np.ndarray, *, lazy: bool = False) -> d
         return {}
     table = tree.children["cells"].to_dataset(inherit=False)
     names = [str(n) for n in table.data_vars if str(n).startswith(("ablated", "near_ablated", "present_"))]
-    table = table[names].reindex(cell=cells, fill_value=False)
-    return {n: ("cell", (table[n].data if lazy else to_numpy(table[n])).astype(bool), dict(table[n].attrs))
-            for n in names}
+    if not lazy or not any(hasattr(table[n].data, "dask") for n in names):
+        table = table[names].reindex(cell=cells, fill_value=False)
+        return {n: ("cell", (table[n].data if lazy else to_numpy(table[n])).astype(bool), dict(table[n].attrs))
+                for n in names}
+    # dask: one task per flag (a dask reindex with fill is ~60 tasks per flag: where/getitem per output chunk)
+    import dask.array as da
+
+    positions = table.indexes["cell"].get_indexer(cells)
+    return {n: ("cell", da.map_blocks(_take_flags, table[n].data.rechunk(-1), positions=positions,
+                                      chunks=((cells.size,),), dtype=bool, meta=np.empty((0,), bool)),
+                dict(table[n].attrs)) for n in names}
+
+
+def _take_flags(values: np.ndarray, *, positions: np.ndarray) -> np.ndarray:
+    """``values[positions]`` as bool, False where a position is -1 (a cell the table lacks)."""
+    values = np.asarray(values).astype(bool)
+    return np.where(positions >= 0, values[np.clip(positions, 0, None)] if values.size else False, False)
 
 
 def _paired(tree: xr.DataTree, a: str, b: str, number: int) -> xr.DataTree:

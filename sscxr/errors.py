@@ -20,6 +20,7 @@ __all__ = [
     "MissingFieldError",
     "InconsistentSourceError",
     "StoreExistsError",
+    "StoreNotFoundError",
     "IncompleteStoreError",
     "SchemaError",
     "VerificationError",
@@ -104,6 +105,10 @@ class MissingDependencyError(SscxrError, ImportError):
 
 class StorageAccessError(SscxrError, OSError):
     """A store URL could not be reached (bad URL, missing or wrong credentials, no permission)."""
+
+
+class StoreNotFoundError(StorageAccessError):
+    """Nothing is stored at the URL (the service answered: no such store); not an access refusal."""
 
 
 class StoreChangedError(SscxrError, OSError):

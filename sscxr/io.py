@@ -54,10 +54,12 @@ from .errors import (
     SchemaError,
     SscxrError,
     StorageAccessError,
+    StoreNotFoundError,
     StoreVersionWarning,
 )
 
 __all__ = [
+    "ANALYSIS_BLOCK_BYTES",
     "Chunks",
     "StoreLike",
     "GroupNotFoundError",
@@ -69,14 +71,27 @@ __all__ = [
     "open_session",
     "open_store",
     "read_attrs",
+    "register_credentials",
+    "register_worker_credentials",
+    "analysis_chunks",
     "check_writable",
     "storage_errors",
 ]
 
-Chunks: TypeAlias = Literal["auto"] | Mapping[str, Any] | None
+Chunks: TypeAlias = Literal["auto", "analysis"] | Mapping[str, Any] | None
 """``"auto"``: the store's own chunks with dask (numpy-backed lazy arrays without dask);
+``"analysis"``: dask blocks of many store chunks, sized for a scheduler (:data:`ANALYSIS_BLOCK_BYTES`);
 ``None``: lazy numpy-backed arrays; a mapping: dimension -> chunk size, as xarray's ``chunks=``
 (dimensions not named keep the store's chunks); dask keys always name the group."""
+
+ANALYSIS_BLOCK_BYTES = 64 * 2**20
+"""Target size of one dask block with ``chunks="analysis"``: a block of cells x every frame.
+
+A real subvolume's dF/F (1,500 cells x 45,150 frames, float64, store chunks of 32 x 512) is then
+10 blocks of 160 cells (58 MB) instead of 4,183 store chunks, and an ssc-11 condition's
+``event_response(subvolume="all")`` about 100 tasks per subvolume (``docs/benchmarks-dataset.md``).
+Each block is a whole number of store chunks, and every frame of its cells: analyses along
+``time`` (trial tensors, event responses) need no rechunking."""
 
 ARCHIVE_OPENERS = {"ssc-1": "sscxr.open_session", "ssc-11": "sscxr.open_animal"}
 VERSION_EXCLUDED_ATTRS = ("content_version", "sscxr_status")
@@ -139,6 +154,75 @@ def _secret_values(options: Any) -> list[str]:
     return []
 
 
+_REGISTERED: dict[str, dict[str, Any]] = {}  # process-local: URL prefix -> storage options (register_credentials)
+
+
+def _prefix(url: str) -> str:
+    return os.fspath(url).rstrip("/")
+
+
+def register_credentials(url_prefix: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Use ``storage_options`` for every URL under ``url_prefix`` opened in this process.
+
+    Options given to an opener (:func:`open_store`, :func:`make_store`, ...) that hold no
+    credential are completed with these (a registered ``key``/``secret`` drops ``anon=True``),
+    and so are stores unpickled here from a dask graph built in another process (whose secrets
+    stayed there). This is how dask workers get credentials without any secret in a task graph:
+    :func:`register_worker_credentials` runs it on every worker. ``None`` or ``{}`` forgets the
+    prefix.
+
+    >>> register_credentials("memory://doc-creds", {"anon": False})
+    >>> _registered_options("memory://doc-creds/x.zarr")
+    {'anon': False}
+    >>> register_credentials("memory://doc-creds", None)
+    """
+    prefix = _prefix(url_prefix)
+    with _CREDENTIALS_LOCK:
+        if storage_options:
+            _REGISTERED[prefix] = copy.deepcopy(dict(storage_options))
+        else:
+            _REGISTERED.pop(prefix, None)
+        _BUILT.clear()  # stores built before were built with other options
+
+
+def _registered_options(url: str) -> dict[str, Any] | None:
+    """The options registered for the longest prefix of ``url`` (None: none)."""
+    url = _prefix(url)
+    hits = [p for p in _REGISTERED if url == p or url.startswith(p + "/") or (p.endswith("://") and url.startswith(p))]
+    return copy.deepcopy(_REGISTERED[max(hits, key=len)]) if hits else None
+
+
+def _with_registered(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    if not _REGISTERED or _secret_values(options):
+        return options
+    registered = _registered_options(url)
+    if registered is None:
+        return options
+    merged = {**options, **registered}
+    if _secret_values(registered) and "anon" not in registered:
+        merged.pop("anon", None)
+    return merged
+
+
+def register_worker_credentials(client: Any, url_prefix: str, storage_options: Mapping[str, Any]) -> None:
+    """Give every worker of a ``distributed.Client`` (present and future) ``storage_options`` for
+    the URLs under ``url_prefix``, through a worker plugin: never through a task graph.
+
+    The plugin (:class:`sscxr._distributed.StorageOptionsPlugin`, also the converter's) travels
+    once from the client to the scheduler and each worker, which call
+    :func:`register_credentials`; this process registers them too (graphs built here then read
+    here and on the workers alike). On managed clusters prefer credentials the workers already
+    have (environment or IAM role; see ``docs/analysis.md``, "Whole catalog on a cluster").
+
+    >>> register_worker_credentials(client, "s3://bucket/stores",
+    ...                             {"key": ..., "secret": ...})           # doctest: +SKIP
+    """
+    from ._distributed import StorageOptionsPlugin
+
+    register_credentials(url_prefix, storage_options)
+    client.register_plugin(StorageOptionsPlugin(_prefix(url_prefix), storage_options))
+
+
 def _register_credentials(options: dict[str, Any]) -> str | None:
     if not _secret_values(options):
         return None
@@ -165,7 +249,9 @@ class _Recipe:
     def options(self) -> dict[str, Any]:
         """The full options in the process that registered them, else the public ones."""
         full = _CREDENTIALS.get(self.credential_token or "")
-        return copy.deepcopy(full) if full is not None else copy.deepcopy(self.public_options)
+        if full is not None:
+            return copy.deepcopy(full)
+        return _with_registered(self.url, copy.deepcopy(self.public_options))  # e.g. on a dask worker
 
     @property
     def anonymous(self) -> bool:
@@ -378,7 +464,7 @@ def _require_protocol(protocol: str) -> None:
 
 
 def _recipe_for(url: str, storage_options: Mapping[str, Any] | None, read_only: bool) -> _Recipe:
-    options = dict(storage_options or {})
+    options = _with_registered(url, dict(storage_options or {}))
     protocol = _protocol(url)
     if "::" in url:
         backend: Literal["local", "fsspec", "obstore"] = "fsspec"
@@ -530,7 +616,8 @@ def _diagnose(exc: BaseException, url: str, recipe: _Recipe, store: Store | None
                 f"{verb} {where} was refused in a process without credentials (a dask worker?): the "
                 "storage_options' key and secret stay in the process they were given to (they never "
                 "travel in task graphs); give the workers credentials of their own: "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE in their environment"
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE in their environment, an IAM "
+                "role, or sscxr.io.register_worker_credentials(client, URL_PREFIX, storage_options)"
             )
         if not recipe.has_credentials:
             return StorageAccessError(
@@ -546,7 +633,7 @@ def _diagnose(exc: BaseException, url: str, recipe: _Recipe, store: Store | None
                  r"Cannot connect|Could not connect|dns error", text, re.IGNORECASE):  # fmt: skip
         return StorageAccessError(f"cannot reach the storage service for {where}: {shown[:300]}")
     if not writing and (not_found or "GroupNotFound" in text or "not found" in text.lower()):
-        return StorageAccessError(
+        return StoreNotFoundError(
             f"no zarr store at {where}: nothing was found there (check the URL; stores end in .zarr)"
         )
     return None
@@ -687,10 +774,39 @@ def content_version(
 
 def _xarray_chunks(chunks: Chunks) -> Any:
     if isinstance(chunks, str):
-        if chunks != "auto":
-            raise ValueError(f"chunks={chunks!r}: expected 'auto', None or a mapping of dim -> chunk size")
-        return {} if importlib.util.find_spec("dask") else None
+        if chunks not in ("auto", "analysis"):
+            raise ValueError(f"chunks={chunks!r}: expected 'auto', 'analysis', None or a mapping of dim -> chunk size")
+        if not importlib.util.find_spec("dask"):
+            if chunks == "analysis":
+                raise MissingDependencyError("dask", 'chunks="analysis"', "dask")
+            return None
+        return chunks if chunks == "analysis" else {}
     return chunks
+
+
+def analysis_chunks(dims: Sequence[str], shape: Sequence[int], stored: Sequence[int], itemsize: int,
+                    target: int | None = None) -> tuple[int, ...]:
+    """Block shape of ``chunks="analysis"``: whole when it fits ``target`` bytes, else whole along
+    ``time`` and the other dims split, first dim first, in whole numbers of store chunks.
+
+    >>> analysis_chunks(("cell", "time"), (1500, 45150), (32, 512), 8)     # 160 cells x all frames
+    (160, 45150)
+    >>> analysis_chunks(("cell",), (1500,), (1500,), 8)
+    (1500,)
+    """
+    target = ANALYSIS_BLOCK_BYTES if target is None else target
+    shape = tuple(int(n) for n in shape)
+    if int(np.prod(shape, dtype=np.int64)) * itemsize <= target:
+        return shape
+    blocks = list(shape)
+    order = [i for i, d in enumerate(dims) if d != "time"] + [i for i, d in enumerate(dims) if d == "time"]
+    for i in order:
+        rest = int(np.prod([b for j, b in enumerate(blocks) if j != i], dtype=np.int64)) * itemsize
+        step = max(1, int(stored[i]))
+        blocks[i] = min(shape[i], max(1, target // max(1, step * rest)) * step)
+        if int(np.prod(blocks, dtype=np.int64)) * itemsize <= target:
+            break
+    return tuple(blocks)
 
 
 StoreLike: TypeAlias = str | os.PathLike[str] | Store
@@ -900,13 +1016,18 @@ def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = 
     """
     from dask.array.core import normalize_chunks
 
-    asked = dict.fromkeys(ds.dims, chunks) if isinstance(chunks, int | str) else dict(chunks or {})
+    analysis = isinstance(chunks, str) and chunks == "analysis"
+    asked = {} if analysis else dict.fromkeys(ds.dims, chunks) if isinstance(chunks, int | str) else dict(chunks or {})
     for name, var in ds.variables.items():
         if name in ds.xindexes or var.ndim == 0:
             continue
         preferred = var.encoding.get("preferred_chunks", {})
         stored = tuple(preferred.get(d, size) for d, size in zip(var.dims, var.shape, strict=True))
-        wanted = tuple(asked.get(d) or own for d, own in zip(var.dims, stored, strict=True))
+        wanted: tuple[Any, ...]
+        if analysis:  # big variables in blocks of whole store chunks; small ones (coordinates) whole
+            wanted = analysis_chunks([str(d) for d in var.dims], var.shape, stored, var.dtype.itemsize or 8)
+        else:
+            wanted = tuple(asked.get(d) or own for d, own in zip(var.dims, stored, strict=True))
         blocks = normalize_chunks(wanted, var.shape, dtype=var.dtype, previous_chunks=stored)
         kwargs = {"name": f"sscxr-open-{name}-{path}-{token}"}
         var.data = var.chunk(dict(zip(var.dims, blocks, strict=True)), from_array_kwargs=kwargs).data
@@ -986,7 +1107,9 @@ def open_store(
         (then without ``storage_options``).
     chunks
         ``"auto"`` (default): dask arrays on the store's own chunks when dask is installed,
-        lazily indexed numpy-backed arrays otherwise; ``None``: the latter always; a mapping:
+        lazily indexed numpy-backed arrays otherwise; ``"analysis"``: dask blocks of many store
+        chunks (a block of cells x every frame, about :data:`ANALYSIS_BLOCK_BYTES`), for graphs a
+        scheduler handles well (``docs/analysis.md``); ``None``: lazy numpy arrays; a mapping:
         dimension -> chunk size, as xarray's ``chunks=`` (dimensions not named keep the store's
         chunks). Dask keys name the group, so same-named variables of different groups can be
         computed together.

@@ -291,18 +291,43 @@ def _blocks(values: Any, cell_plane: Any, n_trials: int, kw: dict[str, Any], laz
     values = values if _is_dask(values) else da.from_array(values, chunks=(-1, -1))
     values = values.rechunk({1: -1})
     cells = values.chunks[0]
-    if cell_plane is None:  # one clock for every cell: counts need only the cell blocks' sizes
-        cp = da.zeros(values.shape[0], dtype=np.int64, chunks=(cells,))
-    else:
-        cp = (cell_plane if _is_dask(cell_plane) else da.from_array(np.asarray(cell_plane))).rechunk((cells,))
-    if cell_plane is None:
+    # cell_plane whole, as one task's output that each block task slices (block_info), rather than
+    # rechunked to the cell blocks: that rechunk alone was 2 tasks per block
+    cp = None
+    if cell_plane is None:  # one clock for every cell
         kw = kw | {"planes": kw["planes"][:1]}
-    out = {"response": da.blockwise(_response_block, "ce", values, "ct", cp, "c", new_axes={"e": n_trials},
-                                    dtype=np.float64, meta=np.empty((0, 0), np.float64), concatenate=True, **kw)}
+    elif _is_dask(cell_plane) and cell_plane.chunks == (cells,):  # chunked like the signal: block by block
+        out = {"response": da.blockwise(_response_block, "ce", values, "ct", cell_plane, "c", new_axes={"e": n_trials},
+                                        dtype=np.float64, meta=np.empty((0, 0), np.float64), concatenate=True, **kw)}
+        for what, dtype in (("n_baseline", np.int64), ("n_response", np.int64), ("valid", bool)):
+            out[what] = da.blockwise(_count_block, "ce", cell_plane, "c", new_axes={"e": n_trials}, dtype=dtype,
+                                     meta=np.empty((0, 0), dtype), what=what, **kw)
+        return out
+    else:
+        whole = (cell_plane if _is_dask(cell_plane) else da.from_array(np.asarray(cell_plane))).rechunk(-1)
+        cp = whole.to_delayed().ravel()[0]
+    out = {"response": da.map_blocks(_response_located, values, cp=cp, chunks=(cells, (n_trials,)), dtype=np.float64,
+                                     meta=np.empty((0, 0), np.float64), **kw)}
     for what, dtype in (("n_baseline", np.int64), ("n_response", np.int64), ("valid", bool)):
-        out[what] = da.blockwise(_count_block, "ce", cp, "c", new_axes={"e": n_trials}, dtype=dtype,
-                                 meta=np.empty((0, 0), dtype), what=what, **kw)
+        out[what] = da.map_blocks(_count_located, cp=cp, chunks=(cells, (n_trials,)), dtype=dtype,
+                                  meta=np.empty((0, 0), dtype), what=what, **kw)
     return out
+
+
+def _cells_of(block_info: Any, cp: np.ndarray | None) -> tuple[np.ndarray | None, int]:
+    """(cell_plane of the output block's cells, their number) from dask's ``block_info``."""
+    start, stop = block_info[None]["array-location"][0]
+    return (None if cp is None else np.asarray(cp)[start:stop]), stop - start
+
+
+def _response_located(values: np.ndarray, *, cp: np.ndarray | None, block_info: Any = None,
+                      **kw: Any) -> np.ndarray:  # fmt: skip
+    return _response_block(values, _cells_of(block_info, cp)[0], **kw)
+
+
+def _count_located(*, cp: np.ndarray | None, block_info: Any = None, **kw: Any) -> np.ndarray:
+    cell_plane, n = _cells_of(block_info, cp)
+    return _count_block(cell_plane, n=n, **kw)
 
 
 def _concat_cells(parts: list[xr.Dataset]) -> xr.Dataset:
@@ -340,9 +365,10 @@ def _stack_conditions(parts: dict[str, xr.Dataset], paired: bool) -> xr.Dataset:
     cell_coords = {k: xr.Variable.concat([parts[c][k].variable for c in conds], "cell")[first] for k in cell_names}
     trial_coords = {}
     for k in trial_names:
-        # the coordinate alone: its fill value must not reach the other trial coords (NaN into strings)
+        # reset_coords: reindexing the DataArray would fill its other trial coords with NaN, which a string
+        # coordinate (numpy StringDType, as converted stores hold) cannot take
         per = [parts[c][k].reset_coords(drop=True).reindex(trial=trials, fill_value=_fill(parts[c][k].variable)).variable
-               for c in conds]
+               for c in conds]  # fmt: skip
         trial_coords[k] = xr.Variable.concat([v.expand_dims("condition") for v in per], "condition")
     grids = []
     for c in conds:

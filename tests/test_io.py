@@ -96,7 +96,8 @@ def two_unequal_subvolumes(tmp_path_factory, store_writer, session_source):
     return url, store_writer(source, url)
 
 
-@pytest.mark.parametrize("chunks", ["auto", {}, {"cell": 3}, {"time": 40}, {"cell": -1, "time": "auto"}, None])
+@pytest.mark.parametrize("chunks", ["auto", "analysis", {}, {"cell": 3}, {"time": 40}, {"cell": -1, "time": "auto"},
+                                    None])  # fmt: skip
 @pytest.mark.parametrize("how", ["tree", "groups", "open_group"])
 def test_same_named_variables_of_two_groups_compute_together(two_unequal_subvolumes, chunks, how):
     """One ``dask.compute`` of two groups' ``dff`` gives each group its own values.
@@ -440,3 +441,74 @@ def test_s3_simplecache_chain(moto_server, moto_session_store, tmp_path):
 def test_s3_missing_store_on_moto(moto_server, moto_bucket, s3_client):
     with pytest.raises(StorageAccessError, match="no zarr store at"):
         sio.open_session(moto_server.url(moto_bucket, "absent.zarr"), storage_options=moto_server.storage_options())
+
+
+# --------------------------------------------------------------------------------------------
+# chunks="analysis": blocks of many store chunks, no data read while a graph is built
+# --------------------------------------------------------------------------------------------
+
+
+def _counting(store):
+    """A read-only wrapper counting the GETs of data chunks (keys under ``/c/``) and all GETs."""
+
+    class Counting(zarr.storage.WrapperStore):
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.data_keys, self.gets = [], 0
+
+        async def get(self, key, prototype, byte_range=None):
+            self.gets += 1
+            if "/c/" in key or "/c." in key:
+                self.data_keys.append(key)
+            return await self._store.get(key, prototype, byte_range)
+
+        async def get_partial_values(self, prototype, key_ranges):
+            key_ranges = list(key_ranges)
+            self.gets += len(key_ranges)
+            self.data_keys += [k for k, _ in key_ranges if "/c/" in k]
+            return await self._store.get_partial_values(prototype, key_ranges)
+
+    return Counting(store)
+
+
+def test_analysis_chunks_span_store_chunks_and_build_graphs_without_reads(tmp_path, store_writer, session_source,
+                                                                           monkeypatch):  # fmt: skip
+    """Blocks: whole along time, whole numbers of store chunks along cell; opening reads index
+    coordinates only, building an event_response graph reads nothing, computing it reads each
+    dF/F chunk once; dask keys name the group."""
+    pytest.importorskip("dask")
+    import dask
+
+    source = session_source(n_cells=40, n_trials=6)
+    sub = source["imaging/subvolume_01"].to_dataset(inherit=False)
+    source["imaging/subvolume_01"] = xr.DataTree(sub.assign(dff=sub.dff.chunk({"cell": 4, "time": 50})))
+    url = str(tmp_path / "an197522_2013_03_08.zarr")
+    source = store_writer(source, url)
+    n_chunks = int(np.prod(zarr.open_array(url, path="imaging/subvolume_01/dff", mode="r").cdata_shape))
+    n_frames = source["imaging/subvolume_01"].sizes["time"]
+    monkeypatch.setattr(sio, "ANALYSIS_BLOCK_BYTES", 12 * n_frames * 8)  # 3 store chunks of cells x all frames
+    counting = _counting(sio.make_store(url))
+    tree = sio.open_session(counting, chunks="analysis")
+    opened_gets, opened_data = counting.gets, list(counting.data_keys)
+    assert not any("/dff/" in k or "/frame_time/" in k for k in opened_data)  # index coordinates only
+    dff = tree["imaging/subvolume_01"].dff
+    assert dff.data.chunks == ((12, 12, 12, 4), (n_frames,))
+    assert "imaging/subvolume_01" in dff.data.name  # dask keys name the group
+    resp = tree.sscx.event_response("dff", align_to="first_touch", subvolume=1)
+    assert counting.gets == opened_gets  # building the graph read nothing
+    assert len(dict(resp.response.data.__dask_graph__())) < n_chunks  # fewer tasks than store chunks
+    expected = sio.open_session(url, chunks=None).sscx.event_response("dff", align_to="first_touch", subvolume=1)
+    with dask.config.set(scheduler="sync"):
+        got = resp.compute()
+    xr.testing.assert_identical(got, expected)
+    dff_reads = [k for k in counting.data_keys if k.startswith("imaging/subvolume_01/dff/")]
+    assert len(dff_reads) == len(set(dff_reads)) == n_chunks  # each store chunk read once
+
+
+def test_analysis_chunks_block_sizes():
+    # a real-size subvolume: 1,500 cells x 45,150 frames float64, store chunks of 32 cells x 512 frames
+    blocks = sio.analysis_chunks(("cell", "time"), (1500, 45150), (32, 512), 8)
+    assert blocks == (160, 45150) and 16 * 2**20 <= 160 * 45150 * 8 <= 64 * 2**20
+    assert sio.analysis_chunks(("whisker", "time"), (2, 10**6), (1, 131072), 8) == (2, 10**6)  # 16 MB: whole
+    assert sio.analysis_chunks(("frame", "y", "x"), (5000, 512, 512), (1, 512, 512), 2) == (128, 512, 512)
+    assert sio.analysis_chunks(("cell", "time"), (10, 10), (4, 5), 8, target=0) == (4, 5)

@@ -300,3 +300,18 @@ def test_signal_and_condition_errors(tree):
         _ANIMAL.sscx.event_response(condition="pre", paired=True)
     with pytest.raises(ValueError, match=r"align_to has 2 times but there are 13 trials"):
         tree.sscx.event_response(align_to=[1.0, 2.0])
+
+
+def test_conditions_with_string_dtype_trial_coords():
+    """Converted stores hold strings as numpy StringDType: stacking conditions reindexes trial coords
+    without filling the other string coords with NaN (it raised DTypePromotionError)."""
+    plain, animal = make_animal_tree(seed=3, n_cells=4), make_animal_tree(seed=3, n_cells=4)
+    for cond in ("pre", "post_touch"):
+        trials = animal[f"{cond}/trials"].to_dataset(inherit=False)
+        strings = {k: v.astype(np.dtypes.StringDType()) for k, v in trials.variables.items() if v.dtype.kind == "U"}
+        animal[f"{cond}/trials"] = xr.DataTree(trials.assign(strings).chunk())
+    got = animal.sscx.event_response("dff", align_to="pole_in", condition=["pre", "post_touch"]).compute()
+    want = plain.sscx.event_response("dff", align_to="pole_in", condition=["pre", "post_touch"])
+    np.testing.assert_array_equal(got.response.values, want.response.values)
+    assert got.trial_type.dims == ("condition", "trial")
+    assert got.trial_type.values.tolist() == want.trial_type.values.tolist()
