@@ -200,7 +200,9 @@ def _convert_parser(c: argparse.ArgumentParser) -> None:
     mode.add_argument("--resume", action="store_true", help="finish an interrupted conversion")
     c.add_argument("--break-lock", action="store_true",
                    help="take over DEST's writer lock even if another conversion seems to hold it")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    c.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: when stderr is a terminal)")
     _archive_args(c)
     c.set_defaults(func=_convert)
 
@@ -256,7 +258,7 @@ def _convert(args: argparse.Namespace) -> int:
     with _storage_failures(args.dest, args.storage_options):
         result = conv.convert(args.src, args.dest, storage_options=args.storage_options, spec=spec,
                               workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite,
-                              resume=args.resume, progress=not args.quiet, break_lock=args.break_lock)
+                              resume=args.resume, progress=_bars(args), break_lock=args.break_lock)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet:
@@ -320,6 +322,14 @@ def _check_local_dest(dest: str) -> None:
     os.unlink(probe)
 
 
+def _bars(args: argparse.Namespace) -> bool:
+    """Progress bars on a terminal only: redirected to a file or a pipe (a batch job's log) they
+    would only add lines of carriage returns to the messages."""
+    if args.quiet or args.progress is False:
+        return False
+    return bool(args.progress) or sys.stderr.isatty()
+
+
 def _convert_archive(args: argparse.Namespace, conv: Any) -> int:
     """SRC holds several units: each to DEST/<unit>.zarr, a report and a catalog at DEST."""
     if args.units_in_flight is not None and args.units_in_flight < 1:
@@ -331,7 +341,7 @@ def _convert_archive(args: argparse.Namespace, conv: Any) -> int:
                                       workers=args.workers, scheduler=args.scheduler, only=args.only,
                                       dry_run=args.dry_run, overwrite=args.overwrite,
                                       check_hashes=args.check_hashes, units_in_flight=args.units_in_flight,
-                                      progress=not args.quiet, verbose=not args.quiet, break_lock=args.break_lock)
+                                      progress=_bars(args), verbose=not args.quiet, break_lock=args.break_lock)
     print(report.summary())
     for unit in report.failed:
         print(f"sscxr convert: {unit.unit} failed: {unit.error}", file=sys.stderr)

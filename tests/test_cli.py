@@ -27,8 +27,10 @@ def session(tmp_path_factory):
 def test_convert_verify_info(session, tmp_path):
     store = tmp_path / "an197522_2013_03_08.zarr"
     out = sscxr("convert", str(session.mat_path), str(store))
-    assert "writing" in out.stderr and "100%" in out.stderr, "a progress bar by default"
+    assert out.stderr == "", "no progress bars when stderr is not a terminal (a log file, a pipe)"
     assert "<ConversionResult ssc-1" in out.stdout
+    forced = sscxr("convert", str(session.mat_path), str(store), "--overwrite", "--progress")
+    assert "reading" in forced.stderr and "writing" in forced.stderr and "100%" in forced.stderr
     quiet = sscxr("convert", str(session.mat_path), str(store), "--overwrite", "--quiet")
     assert quiet.stdout == "" and "writing" not in quiet.stderr
     assert "every value matches" in sscxr("verify", str(session.mat_path), str(store)).stdout
@@ -206,7 +208,7 @@ def test_sigterm_stops_a_conversion_like_ctrl_c_then_resume_finishes(tmp_path):
 
     small = write_ssc1_session(tmp_path / "an197522_2013_03_08", preset="small", seed=4)
     store = str(tmp_path / "an197522_2013_03_08.zarr")
-    argv = ["convert", str(small.mat_path), store, "--raw", "--workers", "2"]
+    argv = ["convert", str(small.mat_path), store, "--raw", "--workers", "2", "--progress"]
     proc = subprocess.Popen([sys.executable, "-c", "from sscxr.cli import run; run()", *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen, deadline = b"", time.monotonic() + 120

@@ -318,3 +318,16 @@ def test_convert_refuses_a_worker_count_below_one(tiny, tmp_path, workers):
     with pytest.raises(ValueError, match="at least 1"):
         convert(tiny.mat_path, str(tmp_path / "x.zarr"), workers=workers, progress=False)
     assert not os.path.lexists(tmp_path / "x.zarr") and not os.path.lexists(tmp_path / "x.zarr-versions")
+
+
+def test_a_failed_read_clears_its_progress_bar_before_the_error_line(tmp_path):
+    """With bars on (``--progress``), a source that fails to read leaves its error line last and
+    alone: the reading bar is cleared first, not drawn again after it at exit."""
+    bad = tmp_path / NAME
+    bad.write_bytes(os.urandom(300))
+    proc = subprocess.run([sys.executable, "-m", "sscxr", "convert", str(bad), str(tmp_path / "x.zarr"), "--progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    visible = [line for line in proc.stderr.splitlines() if line.strip()]  # \r-separated bar redraws count as lines
+    assert visible[-1].startswith("sscxr convert: error:") and NAME in visible[-1], proc.stderr
+    assert "reading" in proc.stderr, "the bar was shown while reading"

@@ -21,7 +21,7 @@ import xarray as xr
 from sscxr.errors import SourceFormatError
 
 from . import write
-from .progress import counted_source, group_bar, unit_name
+from .progress import closing, counted_source, group_bar, unit_name
 from .provenance import SourceRecord, provenance
 from .publish import Publication
 from .readers._matfile import load_mat
@@ -246,8 +246,8 @@ def read_ssc1(src: str | os.PathLike, spec: ConversionSpec, early: write.EarlyAr
         pool.submit(_warm_imports)
         hooks: dict[str, Any] = {} if early is None else {"on_item": _early_dff(early, member.name), "descend": STREAMED}
         source, bar = counted_source(member.source, member.name, enabled=progress)  # bytes as they are read
-        content = read_session(load_mat(source, name=member.name, variable="s", **hooks))
-        bar.close()
+        with closing(bar):
+            content = read_session(load_mat(source, name=member.name, variable="s", **hooks))
         records.insert(0, record.result())
     del member
     if spec.raw:  # the raw pass streams on (a second pass) and records the tarball itself
@@ -287,12 +287,11 @@ def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_optio
     jobs = (j for j in jobs if j[4] or j[2].needs_summary)
     with runner(dest, storage_options, workers=workers, scheduler=scheduler, threads=plan.threads,
                 client=client) as run:
-        bar = _progress(plan.n_tasks, progress, desc=f"writing {unit_name(dest)}")
-        for index, paths, summary in run.run(_run_task, jobs):
-            written += paths
-            summaries[index] = summary
-            bar.update(1)
-        bar.close()
+        with closing(_progress(plan.n_tasks, progress, desc=f"writing {unit_name(dest)}")) as bar:
+            for index, paths, summary in run.run(_run_task, jobs):
+                written += paths
+                summaries[index] = summary
+                bar.update(1)
         written += _write_groups(store, plan.groups, done, spec)  # after the tasks freed their groups
         if plan.raw is not None:  # adds its groups, the tarball's record and warnings to plan.attrs
             written += plan.raw(store, dest, run, done, plan.attrs, plan.warnings)

@@ -22,15 +22,17 @@ the text bar elsewhere, and never ``TqdmWarning: IProgress not found``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from sscxr._progress import progress_bar
 
-__all__ = ["CountingReader", "byte_bar", "group_bar", "counted_source", "unit_name"]
+__all__ = ["CountingReader", "byte_bar", "closing", "group_bar", "counted_source", "unit_name"]
 
 
 def unit_name(url: str) -> str:
@@ -55,6 +57,24 @@ def byte_bar(total: int | None, desc: str, *, enabled: bool) -> Any:
 def group_bar(total: int, desc: str, *, enabled: bool) -> Any:
     """A bar counting groups written."""
     return progress_bar(total=total, desc=desc, unit="group", disable=not enabled)
+
+
+@contextlib.contextmanager
+def closing(bar: Any) -> Iterator[Any]:
+    """Close ``bar`` after the block; when the block fails, clear it first, so the error line
+    that follows stands alone (a bar closed later by the garbage collector is drawn after it).
+
+    >>> with closing(group_bar(3, "writing", enabled=False)) as bar:
+    ...     bar.update(1)
+    """
+    try:
+        yield bar
+    except BaseException:
+        with contextlib.suppress(Exception):
+            bar.leave = False
+            bar.close()
+        raise
+    bar.close()
 
 
 class CountingReader(io.RawIOBase):

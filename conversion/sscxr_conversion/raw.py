@@ -48,7 +48,7 @@ from sscxr.errors import InconsistentSourceError, SourceFormatError, StoreExists
 
 from . import write
 from .crc import concat_crc32c, crc32c
-from .progress import byte_bar
+from .progress import byte_bar, closing
 from .provenance import HashingReader, SourceRecord
 from .readers.tiff import (CHANNELS, FileIndex, RawPlan, TiffStack, close_map, data_crc32c, map_file, open_stack,
                            pixel_crc32c, plan_raw)
@@ -1196,12 +1196,12 @@ class RawStep:
             stacks.by_reference = _shares_files(run)
             videos = VideoWriter(self.groups, store=store, pipe=pipe) if self.spec.video and "video" not in done else None
             tar_records: list[SourceRecord] = []
-            bar = byte_bar(None, f"reading raw frames and videos of {Path(self.src).name}", enabled=self.progress)
             try:
-                stream_raw(self.src, stacks, videos, tar_records, bar=bar)
-                written = stacks.finish()
+                with closing(byte_bar(None, f"reading raw frames and videos of {Path(self.src).name}",
+                                      enabled=self.progress)) as bar:
+                    stream_raw(self.src, stacks, videos, tar_records, bar=bar)
+                    written = stacks.finish()
             finally:
-                bar.close()
                 stacks.close()
             video_written, video_warnings = videos.finish() if videos is not None else ([], [])
         new = [w for ws in stacks.warnings.values() for w in ws] + video_warnings + _done_warnings(store, done)

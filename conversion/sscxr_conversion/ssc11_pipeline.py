@@ -33,7 +33,7 @@ from sscxr.schema import CONDITIONS
 
 from .cells import cell_rows, cell_table
 from .pipeline import Finished, ReadPlan
-from .progress import byte_bar
+from .progress import byte_bar, closing
 from .provenance import SourceRecord, provenance
 from .readers._matfile import load_mat, mat_version
 from .readers.curation import Ablation, curation_file, kind_of, read_curation
@@ -143,11 +143,8 @@ def read_animal(src: str | os.PathLike, spec: ConversionSpec, *, progress: bool 
 
     With ``progress``, a byte bar shows the inventory's pass over SRC (every file is hashed);
     the tasks, which read the files again, show on the pipeline's group bar."""
-    bar = byte_bar(None, f"reading {Path(src).name}", enabled=progress)
-    try:
+    with closing(byte_bar(None, f"reading {Path(src).name}", enabled=progress)) as bar:
         inv = take_inventory(src, bar=bar)
-    finally:
-        bar.close()
     warnings: list[str] = []
     ablations = _ablations(inv, warnings)
     if not ablations:
