@@ -3,9 +3,9 @@
 synthetic ssc-1 archive (real layout) -> ``sscxr convert`` -> catalog entry -> lazy open ->
 touch-aligned trial tensor -> plot.
 
-:func:`demo_stores` builds, once, a folder of small converted stores (one ssc-1 session with raw
-frames and whisker video, one ssc-11 animal) that the notebooks in ``docs/notebooks/`` fall back
-to when no store root is configured.
+:func:`demo_stores` builds, once, a folder of small converted stores (two ssc-1 sessions of one
+animal, the first with raw frames and whisker video; two ssc-11 touch-ablation animals) that the
+notebooks in ``docs/notebooks/`` fall back to when no store root is configured.
 """
 
 from __future__ import annotations
@@ -18,14 +18,23 @@ from pathlib import Path
 
 ANIMAL, DATE = "an197522", "2013_03_08"
 SESSION = f"{ANIMAL}_{DATE}"
+SESSION_2 = f"{ANIMAL}_2013_03_10"
+"""The second ssc-1 session of the demo stores (the same animal two days later; no raw media)."""
 DEMO_ANIMAL = "an274424"
 """The ssc-11 animal of the demo stores (a touch-ablation animal, as in the catalog)."""
+DEMO_ANIMAL_2 = "an274577"
+"""The second ssc-11 animal: touch ablation too, its post condition named ``post`` as in the catalog."""
+DEMO_UNITS = (SESSION, SESSION_2, DEMO_ANIMAL, DEMO_ANIMAL_2)
+"""Every store of the demo folder: catalog entry names, so a whole-catalog analysis finds more than one."""
 DEMO_DIR_ENV = "SSCXR_DEMO_DIR"
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 """Bumped when the demo stores change (archive presets, converter options): older caches are rebuilt."""
 _DEMO_SSC1 = {"preset": "tiny", "n_trials": 24, "raw": True, "raw_subvolumes": (1,), "video": True,
               "n_video_trials": 4, "frames_per_tiff": 200}  # fmt: skip
+_DEMO_SSC1_2 = {"preset": "tiny", "n_trials": 24}
 _DEMO_SSC11 = {"preset": "tiny", "trials_per_day": 8}
+_DEMO_SSC11_2 = {"preset": "tiny", "trials_per_day": 8, "conditions": ("pre", "post"), "post_kind": "touch",
+                 "curation": "nyu"}  # seed 1: one cell near an ablated one, so near_ablated is not all False
 _MARKER = "demo.json"
 
 
@@ -86,17 +95,18 @@ def _demo_ready(folder: Path) -> bool:
         marker = json.loads((folder / _MARKER).read_text())
     except (OSError, ValueError):
         return False
-    units = [SESSION, DEMO_ANIMAL]
-    return marker.get("demo_version") == DEMO_VERSION and all((folder / f"{u}.zarr").exists() for u in units)
+    return marker.get("demo_version") == DEMO_VERSION and all((folder / f"{u}.zarr").exists() for u in DEMO_UNITS)
 
 
 def demo_stores(folder: str | os.PathLike[str] | None = None, *, progress: bool = True) -> str:
     """A folder of small synthetic stores to try sscxr on; built once, then reused. Returns the folder.
 
     ``folder/an197522_2013_03_08.zarr`` is an ssc-1 session (2 subvolumes of 3 planes, 24 trials,
-    raw frames of subvolume 1 and whisker videos: ``sscxr convert --raw``), ``folder/an274424.zarr``
-    an ssc-11 animal (conditions ``pre`` and ``post_touch``, 3 ablated cells), and
-    ``folder/catalog.yaml`` the catalog with both pinned
+    raw frames of subvolume 1 and whisker videos: ``sscxr convert --raw``),
+    ``folder/an197522_2013_03_10.zarr`` a second session of that animal (24 trials, no raw media),
+    ``folder/an274424.zarr`` an ssc-11 animal (conditions ``pre`` and ``post_touch``, 3 ablated
+    cells), ``folder/an274577.zarr`` another (``pre`` and ``post``, 3 ablated cells, 1 near one,
+    NYU curation files only), and ``folder/catalog.yaml`` the catalog with all four pinned
     (``sscxr.open_catalog(folder + "/catalog.yaml")(store_root=folder)``). The synthetic archives
     (``sscxr.testing.archives``, the real CRCNS layout) are written to a temporary folder and
     converted by ``sscxr_conversion.convert`` (needs ``pip install ./conversion``); ``progress``
@@ -120,8 +130,13 @@ def demo_stores(folder: str | os.PathLike[str] | None = None, *, progress: bool 
         write_ssc1_session(src / SESSION, animal=ANIMAL, date=DATE, seed=0, **_DEMO_SSC1)
         convert(src / SESSION, str(out / f"{SESSION}.zarr"), spec=ConversionSpec(raw=True), overwrite=True,
                 progress=progress)
+        write_ssc1_session(src / SESSION_2, animal=ANIMAL, date=SESSION_2.removeprefix(f"{ANIMAL}_"), seed=1,
+                           **_DEMO_SSC1_2)
+        convert(src / SESSION_2, str(out / f"{SESSION_2}.zarr"), overwrite=True, progress=progress)
         write_ssc11_animal(src, animal=DEMO_ANIMAL, seed=0, **_DEMO_SSC11)
         convert(src / DEMO_ANIMAL, str(out / f"{DEMO_ANIMAL}.zarr"), overwrite=True, progress=progress)
+        write_ssc11_animal(src, animal=DEMO_ANIMAL_2, seed=1, **_DEMO_SSC11_2)
+        convert(src / DEMO_ANIMAL_2, str(out / f"{DEMO_ANIMAL_2}.zarr"), overwrite=True, progress=progress)
     build_catalog(str(out), out=str(out / "catalog.yaml"))
-    (out / _MARKER).write_text(json.dumps({"demo_version": DEMO_VERSION, "units": [SESSION, DEMO_ANIMAL]}))
+    (out / _MARKER).write_text(json.dumps({"demo_version": DEMO_VERSION, "units": list(DEMO_UNITS)}))
     return str(out)

@@ -23,7 +23,7 @@ IDS = [p.stem for p in NOTEBOOKS]
 
 
 def test_there_are_notebooks():
-    assert {"quickstart", "ssc11-ablation", "raw-and-video"} <= set(IDS)
+    assert {"quickstart", "ssc11-ablation", "raw-and-video", "whole-dataset"} <= set(IDS)
 
 
 @pytest.fixture(scope="module")
