@@ -419,7 +419,7 @@ def find(catalog: Catalog | None = None, *, archive: str | None = None, animal: 
 
 
 def _list_stores(root: str, storage_options: Mapping[str, Any] | None) -> list[str]:
-    from zarr.core.sync import sync
+    from ._zarr_compat import sync
 
     from .versions import VERSIONS_SUFFIX
 

@@ -53,20 +53,20 @@ def _local_path(url: str) -> str:
 
 
 def _run(coro: Any) -> Any:
-    from zarr.core.sync import sync
+    from ._zarr_compat import sync
 
     return sync(coro)
 
 
 def _get(store: Store, key: str) -> bytes | None:
-    from zarr.core.buffer import default_buffer_prototype
+    from zarr.buffer import default_buffer_prototype
 
     buf = _run(store.get(key, default_buffer_prototype()))
     return None if buf is None else bytes(buf.to_bytes())
 
 
 def _put(store: Store, key: str, data: bytes) -> None:
-    from zarr.core.buffer import default_buffer_prototype
+    from zarr.buffer import default_buffer_prototype
 
     _run(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
 

@@ -275,7 +275,7 @@ class Publication:
 
 
 def _buffer(data: bytes) -> Any:
-    from zarr.core.buffer import default_buffer_prototype
+    from zarr.buffer import default_buffer_prototype
 
     return default_buffer_prototype().buffer.from_bytes(data)
 
