@@ -57,6 +57,7 @@ __all__ = [
     "SscxrCatalog",
     "SscxrStoreReader",
     "build_catalog",
+    "public_options",
     "default_catalog",
     "entry_metadata",
     "find",
@@ -146,6 +147,16 @@ def store_url(store: str, store_root: str | None = None) -> str:
             "*.zarr stores), or per catalog: "
             "cat = sscxr.open_catalog()(store_root=\"s3://my-bucket/stores\")")
     return f"{str(root or DEFAULT_STORE_ROOT).rstrip('/')}/{store}"
+
+
+def public_options(url: str) -> dict[str, Any] | None:
+    """The ``storage_options`` the catalog reads ``url`` with by default: anonymous for S3, at the
+    ``$SSCXR_S3_ENDPOINT`` endpoint when set (a non-AWS server); None for other URLs.
+
+    >>> public_options("s3://bucket/stores/an274424.zarr")["anon"], public_options("out/x.zarr")
+    (True, None)
+    """
+    return _default_options(url, True, os.environ.get(ENDPOINT_ENV))
 
 
 def _default_options(url: str, anon: bool | str | None, endpoint_url: str | None) -> dict[str, Any] | None:

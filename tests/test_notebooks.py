@@ -103,3 +103,31 @@ def test_normalisation_keeps_what_matters():
     assert nbtest.normalise(text) == (
         "store s3://sscxr-public/stores/an274424.zarr at http://127.0.0.1:<port> created <timestamp> in <tmp> "
         "sha <hex> mean 0.519")
+
+
+def readme_python() -> str:
+    """The README's Python block (the first ```python fence), as a new user would paste it."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.seaweedfs
+@pytest.mark.parametrize("where", ["demo stores", "public S3"])
+def test_readme_python_runs_in_a_fresh_interpreter(where: str, demo_cache: Path, public_env: dict, tmp_path: Path):
+    """The README's example runs as it is in a fresh interpreter, from another folder: with nothing
+    configured (the demo stores) and reading the public bucket anonymously (``SSCXR_STORE_ROOT``)."""
+    import subprocess
+    import sys
+
+    if where == "public S3":
+        env = dict(public_env)
+    else:
+        env = nbtest.kernel_env({"XDG_CACHE_HOME": str(demo_cache)}, home=tmp_path / "home")
+    env["MPLBACKEND"] = "Agg"
+    code = readme_python() + "\nprint('rows', len(table), 'cells', tensor.sizes['cell'], 'paired', paired.sizes['cell'])\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows, cells, paired = (int(v) for v in proc.stdout.split()[1::2])
+    assert rows > 0 and cells > 0 and paired > 0, proc.stdout
+    assert not any(tmp_path.glob("*.zarr")), "nothing written to the working directory"
