@@ -477,16 +477,20 @@ def _write_lock(where: Where, holder: dict[str, Any]) -> None:
     _put(Location(where.url, where.options).store, LOCK, json.dumps(holder).encode())
 
 
+def _where(backend: str, request: Any, tmp_path: Any) -> Where:
+    """``x.zarr`` in ``tmp_path``, or on SeaweedFS (its fixtures taken only then)."""
+    if backend == "local":
+        return Where(str(tmp_path / "x.zarr"))
+    return _weed(request.getfixturevalue("seaweed_server"), request.getfixturevalue("weed_bucket"), tmp_path)
+
+
 @pytest.mark.parametrize("backend", ["local", pytest.param("seaweedfs", marks=pytest.mark.seaweedfs)])
 def test_stale_live_and_broken_locks(runner, sources, tmp_path, backend, request):
     import socket
 
     from sscxr_conversion.publish import _process_start
 
-    if backend == "local":
-        where = Where(str(tmp_path / "x.zarr"))
-    else:
-        where = _weed(request.getfixturevalue("seaweed_server"), request.getfixturevalue("weed_bucket"), tmp_path)
+    where = _where(backend, request, tmp_path)
     src = ["convert", sources["A"], where.url, "--quiet", *where.argv_options]
     # a writer SIGKILLed while holding the lock: the next conversion takes it over, saying so
     killed = runner(src, K(f"{W}:write_group", 2), env=where.env)
@@ -555,10 +559,7 @@ def test_a_writer_whose_lock_was_broken_does_not_publish(sources, tmp_path, monk
 def test_removed_version_raises_store_changed(sources, truths, tmp_path, backend, request):
     from sscxr.errors import StoreChangedError
 
-    if backend == "local":
-        where = Where(str(tmp_path / "x.zarr"))
-    else:
-        where = _weed(request.getfixturevalue("seaweed_server"), request.getfixturevalue("weed_bucket"), tmp_path)
+    where = _where(backend, request, tmp_path)
     convert(sources["A"], where.url, storage_options=where.options, progress=False)           # V1
     v1 = Location(where.url, where.options).current()
     handle = sscxr.open_session(where.url, storage_options=where.options)
