@@ -431,15 +431,10 @@ def find(catalog: Catalog | None = None, *, archive: str | None = None, animal: 
 
 def _list_stores(root: str, storage_options: Mapping[str, Any] | None) -> list[str]:
     from ._zarr_compat import sync
-
-    from .versions import VERSIONS_SUFFIX
+    from .versions import VERSIONS_SUFFIX, _list_dir
 
     store = make_store(root, storage_options, resolve=False)
-
-    async def names() -> list[str]:
-        return [name async for name in store.list_dir("")]
-
-    found = {n.strip("/").removesuffix(VERSIONS_SUFFIX) for n in sync(names())}  # versions: sscxr.versions
+    found = {n.strip("/").removesuffix(VERSIONS_SUFFIX) for n in sync(_list_dir(store))}  # versions: sscxr.versions
     return sorted(n for n in found if n.endswith(".zarr"))
 
 

@@ -65,10 +65,25 @@ def _get(store: Store, key: str) -> bytes | None:
     return None if buf is None else bytes(buf.to_bytes())
 
 
-def _put(store: Store, key: str, data: bytes) -> None:
+def _buffer(data: bytes) -> Any:
     from zarr.buffer import default_buffer_prototype
 
-    _run(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+    return default_buffer_prototype().buffer.from_bytes(data)
+
+
+def _put(store: Store, key: str, data: bytes) -> None:
+    _run(store.set(key, _buffer(data)))
+
+
+def _root_status(raw: bytes | None) -> tuple[str | None, dict[str, Any]]:
+    """``(sscxr_status, root attrs)`` of a root ``zarr.json``; ``(None, {})`` when there is none."""
+    if not raw:
+        return None, {}
+    try:
+        attrs = dict(json.loads(raw).get("attributes") or {})
+    except ValueError:
+        return "incomplete", {}  # a root document cut short: never published
+    return str(attrs.get("sscxr_status", "incomplete")), attrs
 
 
 @dataclass(frozen=True)
@@ -145,34 +160,37 @@ class Location:
         name = self.current()
         return None if name is None else self.version_url(name)
 
-    def has_legacy_store(self) -> bool:
-        """A plain zarr store written at ``url`` itself (before versions existed)."""
+    def legacy(self) -> VersionInfo | None:
+        """A plain zarr store written at ``url`` itself (before versions existed), or None."""
         if self.local:
             path = _local_path(self.url)
-            return not os.path.islink(path) and os.path.exists(os.path.join(path, "zarr.json"))
+            if os.path.islink(path) or not os.path.exists(os.path.join(path, "zarr.json")):
+                return None
         from .io import make_store
 
-        return _get(make_store(self.url, self.storage_options, read_only=True, resolve=False), "zarr.json") is not None
+        raw = _get(make_store(self.url, self.storage_options, read_only=True, resolve=False), "zarr.json")
+        if raw is None:
+            return None
+        status, attrs = _root_status(raw)
+        return VersionInfo("", self.url, status or "incomplete", attrs)
 
-    def versions(self) -> list[VersionInfo]:
-        """Every version folder under ``L-versions``, oldest first (names sort by time)."""
-        store = self.read_store()
+    def has_legacy_store(self) -> bool:
+        """Whether a plain zarr store was written at ``url`` itself (before versions existed)."""
+        return self.legacy() is not None
+
+    def version_names(self) -> list[str]:
+        """The names of the version folders under ``L-versions``, oldest first (one listing)."""
         try:
-            names = sorted(n for n in _run(_list_dir(store)) if VERSION_NAME.match(n))
+            return sorted(n for n in _run(_list_dir(self.read_store())) if VERSION_NAME.match(n))
         except FileNotFoundError:
             return []
-        return [self.info(n) for n in names]
+
+    def versions(self) -> list[VersionInfo]:
+        """Every version under ``L-versions`` with its root's status, oldest first (names sort by time)."""
+        return [self.info(n) for n in self.version_names()]
 
     def info(self, name: str) -> VersionInfo:
-        raw = _get(self.read_store(), f"{name}/zarr.json")
-        attrs: dict[str, Any] = {}
-        status = None
-        if raw:
-            try:
-                attrs = dict(json.loads(raw).get("attributes") or {})
-                status = str(attrs.get("sscxr_status", "incomplete"))
-            except ValueError:
-                status = "incomplete"  # a root document cut short: never published
+        status, attrs = _root_status(_get(self.read_store(), f"{name}/zarr.json"))
         return VersionInfo(name, self.version_url(name), status, attrs)
 
     def unfinished(self) -> list[VersionInfo]:
@@ -181,8 +199,12 @@ class Location:
         A complete one among them was killed between its last write and the switch; ``--resume``
         publishes it. (Versions are named in order, ``sscxr_conversion.publish.new_version_name``.)
         """
-        current = self.current()
-        return [v for v in self.versions() if current is None or v.name > current]
+        return newer_than(self.versions(), self.current())
+
+
+def newer_than(versions: list[VersionInfo], current: str | None) -> list[VersionInfo]:
+    """The ``versions`` after ``current`` (all of them when nothing is published)."""
+    return [v for v in versions if current is None or v.name > current]
 
 
 async def _list_dir(store: Store) -> list[str]:

@@ -432,20 +432,20 @@ class _State:
 def unit_state(unit: Unit, url: str, storage_options: Mapping[str, Any] | None, spec: ConversionSpec,
                previous: Mapping[str, Any] | None, *, check_hashes: bool = False) -> _State:
     """What converting ``unit`` to ``url`` would do, reading only (see the module docstring)."""
-    from sscxr.versions import Location
+    from sscxr.versions import Location, newer_than
 
     loc = Location(url, storage_options)
     current = loc.current()
-    if loc.unfinished():
+    versions = loc.versions()
+    if newer_than(versions, current):
         return _State("resume", "an unfinished conversion is there")
     attrs: Mapping[str, Any] = {}
     if current is not None:
-        attrs = loc.info(current).attrs
-    elif loc.has_legacy_store():
-        from sscxr.io import read_attrs
-
-        attrs = read_attrs(url, storage_options=storage_options)
-        if attrs.get("sscxr_status") != "complete":
+        listed = {v.name: v.attrs for v in versions}
+        attrs = listed[current] if current in listed else loc.info(current).attrs
+    elif (legacy := loc.legacy()) is not None:
+        attrs = legacy.attrs
+        if not legacy.complete:
             return _State("resume", "an unfinished conversion is there")
     else:
         return _State("new")

@@ -180,7 +180,7 @@ def _up_to_date(pub: Publication, spec: ConversionSpec) -> ConversionResult:
     from sscxr.io import read_attrs
 
     attrs = read_attrs(pub.url, storage_options=pub.location.storage_options)
-    url = pub.location.current_url() or pub.url
+    url = pub.version_url if pub.name else pub.url  # the current version, or a store from before versions
     return ConversionResult(pub.url, str(attrs.get("archive", spec.archive)), [], ["(all: already complete)"],
                             str(attrs.get("content_version", "")), [], version_url=url)
 

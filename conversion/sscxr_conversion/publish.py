@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sscxr.errors import StoreExistsError, StoreLockedError
-from sscxr.versions import LOCK, POINTER, VERSION_NAME, Location, VersionInfo, _get, _local_path, _put, _run
+from sscxr.versions import LOCK, POINTER, Location, _buffer, _get, _local_path, _put, _run, newer_than
 
 KEEP_PUBLISHED = 2  # the current version and the one before it stay readable
 
@@ -129,18 +129,18 @@ class Publication:
             from sscxr.io import storage_errors
 
             with storage_errors(self.location.versions_url, self.location.storage_options, writing=True):
-                self.location.versions()
+                self.location.version_names()
             return
-        if self.location.local:
-            path = _local_path(self.url)
-            if os.path.lexists(path) and not os.path.islink(path) and not os.path.isdir(path):
-                raise StoreExistsError(f"{self.url} is a file, not a store: choose another DEST")
+        path = _local_path(self.url)
+        if os.path.lexists(path) and not os.path.islink(path) and not os.path.isdir(path):
+            raise StoreExistsError(f"{self.url} is a file, not a store: choose another DEST")
 
     def _choose(self) -> None:
         loc = self.location
         self.previous = loc.current()
-        legacy = None if self.previous else self._legacy()
-        unfinished = loc.unfinished()
+        legacy = None if self.previous else loc.legacy()
+        versions = loc.versions()
+        unfinished = newer_than(versions, self.previous)
         if self.resume:
             if legacy is not None and not legacy.complete:
                 raise StoreExistsError(f"{self.url} holds an unfinished conversion written by an older sscxr, "
@@ -163,21 +163,7 @@ class Publication:
             if unfinished or legacy is not None:
                 raise StoreExistsError(f"{self.url} has an unfinished conversion; pass --resume to finish it, "
                                        "or --overwrite to start anew")
-        names = [v.name for v in loc.versions()]
-        self.name = new_version_name(after=max(names, default=None))
-
-    def _legacy(self) -> VersionInfo | None:
-        """A plain store at the URL itself (written before versions): its status, or None."""
-        if not self.location.has_legacy_store():
-            return None
-        from sscxr.io import make_store
-
-        raw = _get(make_store(self.url, self.location.storage_options, read_only=True, resolve=False), "zarr.json")
-        try:
-            attrs = dict(json.loads(raw or b"{}").get("attributes") or {})
-        except ValueError:
-            attrs = {}
-        return VersionInfo("", self.url, str(attrs.get("sscxr_status", "incomplete")), attrs)
+        self.name = new_version_name(after=max((v.name for v in versions), default=None))
 
     # -- the lock --------------------------------------------------------------------------------
     def _lock(self) -> None:
@@ -260,24 +246,18 @@ class Publication:
         """
         keep = {self.name, self.previous} if KEEP_PUBLISHED >= 2 else {self.name}
         removed = []
-        for version in self.location.versions():
-            if version.name in keep or not VERSION_NAME.match(version.name):
+        for name in self.location.version_names():
+            if name in keep:
                 continue
             store = self.location.store
-            _run(store.delete(f"{version.name}/zarr.json"))
-            _run(store.delete_dir(version.name))
+            _run(store.delete(f"{name}/zarr.json"))
+            _run(store.delete_dir(name))
             if self.location.local:
                 import shutil
 
-                shutil.rmtree(_local_path(version.url), ignore_errors=True)
-            removed.append(version.name)
+                shutil.rmtree(_local_path(self.location.version_url(name)), ignore_errors=True)
+            removed.append(name)
         return removed
-
-
-def _buffer(data: bytes) -> Any:
-    from zarr.buffer import default_buffer_prototype
-
-    return default_buffer_prototype().buffer.from_bytes(data)
 
 
 def _parse_lock(raw: bytes | None) -> dict[str, Any]:
