@@ -395,3 +395,15 @@ def test_presets_and_bad_parameters():
         write_ssc11_animal("/nonexistent", cells=3)
     with pytest.raises(ValueError, match="unknown preset"):
         write_ssc11_animal("/nonexistent", preset="huge")
+
+
+def test_public_names_stay_importable_from_ssc11_and_the_package():
+    """The writer is split into private stage modules; ``ssc11`` and the package still export every name."""
+    import sscxr.testing.archives as archives
+    from sscxr.testing.archives import ssc11
+
+    for name in ssc11.__all__:
+        assert getattr(ssc11, name) is not None, name
+    for name in ("write_ssc11_animal", "Ssc11Truth", "SSC11_PRESETS"):
+        assert getattr(archives, name) is getattr(ssc11, name)
+    assert set(ssc11.FOLDERS) >= {"pre", "post_touch"} and "masks" in ssc11.CHOICES
