@@ -944,7 +944,7 @@ def test_prestarted_forkserver_gives_workers_dasks_environment(tmp_path: Path) -
         pytest.skip("workers are forked from a forkserver on Linux only")
     url = str(tmp_path / "w.zarr")
     out = _run_python(f"""
-import json, os
+import json, os, time
 from multiprocessing import forkserver
 from pathlib import Path
 import dask
@@ -955,6 +955,9 @@ before = dict(os.environ)
 assert tasks.prestart_workers({url!r}, workers=2)
 assert dict(os.environ) == before
 server = forkserver._forkserver._forkserver_pid
+deadline = time.monotonic() + 60  # its environ is the new one once it has exec'd (then cmdline names it)
+while b"multiprocessing.forkserver" not in Path(f"/proc/{{server}}/cmdline").read_bytes() and time.monotonic() < deadline:
+    time.sleep(0.01)
 environ = dict(e.split("=", 1) for e in Path(f"/proc/{{server}}/environ").read_text().split("\\0") if "=" in e)
 with dask.config.set({{tasks.TRIM: None}}):
     nanny, ours = Nanny("tcp://127.0.0.1:1", nthreads=1).pre_spawn_env, tasks._pre_spawn_env()
