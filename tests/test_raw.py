@@ -956,7 +956,8 @@ assert tasks.prestart_workers({url!r}, workers=2)
 assert dict(os.environ) == before
 server = forkserver._forkserver._forkserver_pid
 deadline = time.monotonic() + 60  # its environ is the new one once it has exec'd (then cmdline names it)
-while b"multiprocessing.forkserver" not in Path(f"/proc/{{server}}/cmdline").read_bytes() and time.monotonic() < deadline:
+cmdline = Path(f"/proc/{{server}}/cmdline")
+while b"multiprocessing.forkserver" not in cmdline.read_bytes() and time.monotonic() < deadline:
     time.sleep(0.01)
 environ = dict(e.split("=", 1) for e in Path(f"/proc/{{server}}/environ").read_text().split("\\0") if "=" in e)
 with dask.config.set({{tasks.TRIM: None}}):

@@ -55,8 +55,9 @@ class RawVerifier(RawStacks):
         path, t = self.plans[i].path, slice(block.t0, block.t0 + len(block.present))
         try:
             group = zarr.open_group(self.store, path=path, mode="r", zarr_format=3)
-            present = read_values(group, "frame_present", (block.plane, t))
-            stored = {name: (read_values(group, name, (block.plane, t)), read_values(group, f"{name}_crc32c", (block.plane, t)))
+            key = (block.plane, t)
+            present = read_values(group, "frame_present", key)
+            stored = {name: (read_values(group, name, key), read_values(group, f"{name}_crc32c", key))
                       for name in self.names}
         except KeyError as exc:
             self.problems.append(f"/{path}: {exc} missing from the store")
