@@ -500,7 +500,7 @@ def stage_costs() -> dict[str, float]:
 
     def gaps() -> None:
         for name in names:
-            raw._gap_crcs(name, FOV / name, pages[name])
+            raw.gap_crcs(name, FOV / name, pages[name])
 
     return {**costs, "hash_s": best_of(whole_files, 3), "gap_hash_s": best_of(gaps, 3)}
 
@@ -737,8 +737,9 @@ def video(server: Any | None) -> dict[str, Any]:
 
 
 def _s3_bytes(store: Any, key: str) -> bytes:
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
+    from zarr.buffer import default_buffer_prototype
+
+    from sscxr._zarr_compat import sync
 
     return sync(store.get(key, default_buffer_prototype())).to_bytes()
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,7 @@ from sscxr_conversion import raw, write  # noqa: E402
 from sscxr_conversion.readers.tiff import data_crc32c, open_stack, pixel_crc32c  # noqa: E402
 from sscxr_conversion.readers.video import probe_video, trial_of  # noqa: E402
 from sscxr_conversion.spec import ConversionSpec  # noqa: E402
-from sscxr_conversion.tasks import runner  # noqa: E402
+from sscxr_conversion.tasks import Runner, runner  # noqa: E402
 
 LAYOUT = raw.RawLayout(shard_frames=4, shard_px=8, chunk=(2, 8, 8))
 TIFF_DIR = "imaging_data/fov_{vv:02d}{ppp:03d}/fluo_batch_out"
@@ -345,14 +349,14 @@ def test_file_crc32c_reuses_the_tasks_page_hashes(session: Session, tmp_path: Pa
     of a channel not converted and frames the index does not place; the rest of each record is
     the stored per-frame crc32c. The records still equal the crc32c of the whole files."""
     hashed: dict[str, tuple[int, int]] = {}
-    original = raw._gap_crcs
+    original = raw.stream.gap_crcs
 
-    def counting(name: str, source: object, pages: raw._TaskPages) -> tuple[int, list[int]]:
+    def counting(name: str, source: object, pages: raw.TaskPages) -> tuple[int, list[int]]:
         size, crcs = original(name, source, pages)
         hashed[name] = (size - len(pages.starts) * pages.page, size)
         return size, crcs
 
-    monkeypatch.setattr(raw, "_gap_crcs", counting)
+    monkeypatch.setattr(raw.stream, "gap_crcs", counting)
     url = str(tmp_path / "pages.zarr")
     convert_raw(session.root, session, url, spec=ConversionSpec(archive="ssc-1", raw=True, red=red, video=False))
     assert_source_records(url, session)
@@ -374,14 +378,14 @@ def test_a_big_endian_tiff_is_hashed_whole_and_converted(session: Session, tmp_p
         for p in pages:
             tif.write(p, contiguous=False, photometric="minisblack")
     whole: list[str] = []
-    original = raw._gap_crcs
+    original = raw.stream.gap_crcs
 
-    def recording(name: str, source: object, task_pages: raw._TaskPages) -> tuple[int, list[int]]:
+    def recording(name: str, source: object, task_pages: raw.TaskPages) -> tuple[int, list[int]]:
         if not len(task_pages.starts):
             whole.append(name)
         return original(name, source, task_pages)
 
-    monkeypatch.setattr(raw, "_gap_crcs", recording)
+    monkeypatch.setattr(raw.stream, "gap_crcs", recording)
     url = str(tmp_path / "be.zarr")
     convert_raw(copy.root, copy, url)
     assert [Path(n).name for n in whole] == [path.name] and "fov_02003" in whole[0]
@@ -452,7 +456,7 @@ def test_scan_copies_evenly_spaced_pages_at_once_and_others_frame_by_frame(tmp_p
 
 def test_a_layout_shards_py_does_not_encode_goes_through_zarr(session: Session, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(raw, "sharded_layout", lambda array: None)
+    monkeypatch.setattr(raw.blockwrite, "sharded_layout", lambda array: None)
     url = str(tmp_path / "zarr.zarr")
     convert_raw(session.root, session, url)
     ds = xr.open_dataset(url, group="raw/subvolume_01", engine="zarr", chunks=None)
@@ -478,13 +482,13 @@ def test_template_and_finished_group_are_the_objects_zarr_writes(session: Sessio
     (fast / plan.path / "junk").mkdir(parents=True)
     (fast / plan.path / "junk" / "zarr.json").write_text("{}")  # an earlier attempt's leftover
     group = raw.create_template(write.open_store(str(fast), None), plan, shape, names, LAYOUT)
-    raw._build_template(write.open_store(str(slow), None), plan, shape, names, LAYOUT)  # through zarr, in place
+    raw.layout._build_template(write.open_store(str(slow), None), plan, shape, names, LAYOUT)  # through zarr, in place
     assert _files(fast) == _files(slow)
     assert zarr.open_group(str(fast), mode="r").attrs["archive"] == "ssc-1"
 
     # the finished group: what zarr's create_array, attrs.update and del write in place
     writer = raw.RawWriter([plan], ConversionSpec(archive="ssc-1", raw=True, red=True), LAYOUT,
-                           store=write.open_store(str(fast), None), url=str(fast), pipe=raw.Pipe(None), done=set())
+                           store=write.open_store(str(fast), None), url=str(fast), run=Runner(), done=set())
     writer.groups[0] = group
     asm = writer._assembler(0, shape)
     rng = np.random.default_rng(3)
@@ -613,7 +617,7 @@ def test_resume_after_an_interrupted_raw_conversion(session: Session, tmp_path: 
         calls.append((path, block.plane, block.index))
         return original(url_, path, names, block, *rest)
 
-    monkeypatch.setattr(raw, "write_block", failing)
+    monkeypatch.setattr(raw.writer, "write_block", failing)
     spec = ConversionSpec(archive="ssc-1", raw=True, red=True, video=False)
     with pytest.raises(OSError, match="connection lost"):
         convert_raw(session.root, session, url, spec=spec)
@@ -621,7 +625,7 @@ def test_resume_after_an_interrupted_raw_conversion(session: Session, tmp_path: 
     assert "block_written" in group.array_keys() and group["block_written"][:].sum() >= 1
     first = list(calls)
     calls.clear()
-    monkeypatch.setattr(raw, "write_block", lambda *a: (calls.append(a[1:3]), original(*a))[1])
+    monkeypatch.setattr(raw.writer, "write_block", lambda *a: (calls.append(a[1:3]), original(*a))[1])
     convert_raw(session.root, session, url, spec=spec, resume=True)
     for path in session.green:
         ds = xr.open_dataset(url, group=path, engine="zarr", chunks=None)
@@ -643,10 +647,10 @@ def test_resume_refuses_a_changed_source(session: Session, tmp_path: Path, monke
         count.append(1)
         return original(*args)
 
-    monkeypatch.setattr(raw, "write_block", failing)
+    monkeypatch.setattr(raw.writer, "write_block", failing)
     with pytest.raises(OSError):
         convert_raw(copy.root, copy, url, spec=spec)
-    monkeypatch.setattr(raw, "write_block", original)
+    monkeypatch.setattr(raw.writer, "write_block", original)
     g = np.full((5, 16, 16), 7, np.uint16)
     (copy.root / TIFF_DIR.format(vv=1, ppp=2) / TIFF_NAME.format(n=1)).write_bytes(interleaved_tiff(g, g))
     with pytest.raises(StoreExistsError, match="source changed"):
@@ -753,10 +757,10 @@ def test_blocks_refer_to_files_only_where_the_workers_can_read_them() -> None:
         def __init__(self, client: object = None):
             self.client = client
 
-    assert raw._shares_files(Run())  # local threads
-    assert raw._shares_files(Run(Client("tcp://127.0.0.1:4001", "inproc://10.0.0.1/1/2")))
-    assert not raw._shares_files(Run(Client("tcp://127.0.0.1:4001", "tcp://node-17.cluster.example:4002")))
-    assert not raw._shares_files(Run(Client()))
+    assert raw.step._shares_files(Run())  # local threads
+    assert raw.step._shares_files(Run(Client("tcp://127.0.0.1:4001", "inproc://10.0.0.1/1/2")))
+    assert not raw.step._shares_files(Run(Client("tcp://127.0.0.1:4001", "tcp://node-17.cluster.example:4002")))
+    assert not raw.step._shares_files(Run(Client()))
 
 
 def test_only_blocks_holding_pixels_are_scattered_to_workers() -> None:
@@ -766,8 +770,85 @@ def test_only_blocks_holding_pixels_are_scattered_to_workers() -> None:
                              np.zeros(4, np.int64), np.zeros((1, 4), np.int64))
     holding = raw.Block(0, 0, 0, np.ones(4, bool), (8, 8), [], np.full(4, -1, np.int64), np.zeros((1, 4), np.int64),
                         data=np.zeros((1, 4, 8, 8), np.uint16))
-    assert not raw._is_big(by_reference) and raw._is_big(holding)
-    assert raw._is_big(bytes(2 << 20)) and not raw._is_big(b"small")
+    assert not raw.is_big(by_reference) and raw.is_big(holding)
+    assert raw.is_big(bytes(2 << 20)) and not raw.is_big(b"small")
+
+
+class _Concurrency:
+    """Tasks that count how many of them run at once (``peak``)."""
+
+    def __init__(self) -> None:
+        self.lock, self.running, self.peak = threading.Lock(), 0, 0
+
+    def square(self, i: int) -> int:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(0.05)
+        with self.lock:
+            self.running -= 1
+        return i * i
+
+
+def test_runner_submit_bounds_the_tasks_in_flight_and_hands_results_to_the_driver() -> None:
+    """``Runner.submit`` (the raw pass's stream -> tasks): never more than ``max_pending`` tasks
+    unfinished, every result to its ``then`` in the submitting thread, all of them by ``drain``."""
+    tasks = _Concurrency()
+    results: dict[int, int] = {}
+    threads: set[int] = set()
+
+    def then(i: int, value: int) -> None:
+        threads.add(threading.get_ident())
+        results[i] = value
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        run = Runner(pool=pool, max_pending=2)
+        for i in range(8):
+            run.submit(tasks.square, i, then=partial(then, i))
+        run.drain()
+    assert results == {i: i * i for i in range(8)}
+    assert tasks.peak <= 2 and threads == {threading.get_ident()}
+    inline: list[int] = []
+    Runner().submit(tasks.square, 3, then=inline.append)  # no pool, no client: at once, in this thread
+    assert inline == [9]
+
+
+def test_runner_raises_a_failed_task_and_streams_its_input() -> None:
+    """A task's exception reaches the driver (from ``submit`` or ``drain``); ``run`` takes its
+    tasks from a stream, never more than ``max_pending`` of them unfinished."""
+    def fail(x: int) -> int:
+        raise ValueError(f"bad {x}")
+
+    tasks = _Concurrency()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        run = Runner(pool=pool, max_pending=3)
+        run.submit(fail, 1)
+        with pytest.raises(ValueError, match="bad 1"):
+            run.drain()
+        stream = ((i,) for i in range(10))
+        assert sorted(run.run(tasks.square, stream)) == [i * i for i in range(10)]
+        assert tasks.peak <= 3
+        with pytest.raises(ValueError, match="bad 2"):
+            list(run.run(fail, [(2,)]))
+
+
+@pytest.mark.timeout(120)
+def test_runner_scatters_the_arguments_it_is_told_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On dask, ``scatter`` picks the arguments sent to a worker ahead of the task (a block
+    holding pixels): the others go inside the task; the results are the same."""
+    pytest.importorskip("distributed")
+    with runner("memory://scatter", None, workers=1) as run:
+        scattered: list[object] = []
+        real = run.client.scatter
+        monkeypatch.setattr(run.client, "scatter", lambda data, **kw: (scattered.append(data), real(data, **kw))[1])
+        results: list[int] = []
+        big = bytes(2 << 20)
+        run.submit(len, big, then=results.append, scatter=raw.is_big)
+        run.submit(len, b"small", then=results.append, scatter=raw.is_big)
+        run.drain()
+        assert sorted(results) == [5, 2 << 20] and scattered == [big]
+        assert sorted(run.run(len, [(big,), (b"xy",)], scatter=raw.is_big)) == [2, 2 << 20]
+        assert scattered == [big, big]
 
 
 def test_local_cluster_workers_share_the_cores() -> None:
@@ -863,7 +944,7 @@ def test_prestarted_forkserver_gives_workers_dasks_environment(tmp_path: Path) -
         pytest.skip("workers are forked from a forkserver on Linux only")
     url = str(tmp_path / "w.zarr")
     out = _run_python(f"""
-import json, os
+import json, os, time
 from multiprocessing import forkserver
 from pathlib import Path
 import dask
@@ -874,6 +955,10 @@ before = dict(os.environ)
 assert tasks.prestart_workers({url!r}, workers=2)
 assert dict(os.environ) == before
 server = forkserver._forkserver._forkserver_pid
+deadline = time.monotonic() + 60  # its environ is the new one once it has exec'd (then cmdline names it)
+cmdline = Path(f"/proc/{{server}}/cmdline")
+while b"multiprocessing.forkserver" not in cmdline.read_bytes() and time.monotonic() < deadline:
+    time.sleep(0.01)
 environ = dict(e.split("=", 1) for e in Path(f"/proc/{{server}}/environ").read_text().split("\\0") if "=" in e)
 with dask.config.set({{tasks.TRIM: None}}):
     nanny, ours = Nanny("tcp://127.0.0.1:1", nthreads=1).pre_spawn_env, tasks._pre_spawn_env()

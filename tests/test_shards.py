@@ -222,7 +222,7 @@ def test_region_chunks_refuse_partial_chunks_and_other_layouts(tmp_path):
 
 def test_block_arrays_of_an_older_layout_are_written_through_zarr(tmp_path):
     """A store begun by an earlier version (per-frame arrays with zarr's default codecs) still resumes."""
-    from sscxr_conversion.raw import _put_region
+    from sscxr_conversion.raw import put_region as _put_region
 
     store = zarr.storage.LocalStore(tmp_path / "o.zarr")
     zarr.create_array(store, name="g/frame_present", shape=(2, 256), chunks=(1, 128), dtype="bool", zarr_format=3)

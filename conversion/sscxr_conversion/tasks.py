@@ -7,7 +7,7 @@ store URL; the options reach workers once through a worker plugin and are looked
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from itertools import islice
 from typing import Any
@@ -37,42 +37,93 @@ def options_registered(url: str) -> bool:
 
 
 class Runner:
-    """Runs ``fn(*args)`` tasks and yields their results as they complete.
+    """Runs ``fn(*args)`` tasks: in this process, on a thread ``pool`` or on a dask ``client``.
 
-    ``tasks`` may be a stream (e.g. tarball members read one after another): at most
-    ``max_pending`` tasks are submitted and not yet finished, so a stream is consumed only as
-    fast as the tasks complete and the driver never holds more than that many task inputs.
+    Two ways to hand it tasks, with one submission path and one bound:
+
+    * :meth:`run` takes an iterable of argument tuples, which may be a stream (e.g. tarball
+      members read one after another), and yields the results as the tasks complete;
+    * :meth:`submit` takes one task at a time from a driver loop and hands its result to a
+      ``then`` callback in the driver (while a later :meth:`submit` waits for room, or in
+      :meth:`drain`, which waits for every task submitted).
+
+    At most ``max_pending`` tasks are submitted and not yet finished (for each of the two), so a
+    stream is consumed only as fast as the tasks complete and the driver never holds more than
+    that many task inputs. On dask, the arguments ``scatter`` picks (e.g. large arrays) are sent
+    to a worker ahead of the task instead of inside it. Without a pool or client each task runs
+    at once, in the calling thread.
+
+    >>> run = Runner()
+    >>> list(run.run(pow, [(2, 3), (3, 2)]))
+    [8, 9]
+    >>> results = []
+    >>> run.submit(pow, 2, 10, then=results.append)
+    >>> run.drain(); results
+    [1024]
     """
 
     def __init__(self, pool: Any = None, client: Any = None, max_pending: int = 4):
         self.pool, self.client, self.max_pending = pool, client, max(1, max_pending)
+        self._pending: dict[Any, Callable[[Any], None] | None] = {}  # submit()'s futures -> their then
 
-    def run(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[Any]:
-        if self.client is not None:
-            yield from self._run_dask(fn, iter(tasks))
-        elif self.pool is not None:
-            yield from self._run_pool(fn, iter(tasks))
-        else:
+    def run(self, fn: Callable[..., Any], tasks: Iterable[tuple], *,
+            scatter: Callable[[Any], bool] | None = None) -> Iterator[Any]:
+        """``fn(*args)`` for each ``args`` of ``tasks``; results in the order the tasks complete."""
+        if self.client is None and self.pool is None:
             for args in tasks:
                 yield fn(*args)
-
-    def _run_pool(self, fn: Callable[..., Any], tasks: Iterator[tuple]) -> Iterator[Any]:
-        pending = {self.pool.submit(fn, *args) for args in islice(tasks, self.max_pending)}
+            return
+        tasks = iter(tasks)
+        pending = {self._submit(fn, args, scatter) for args in islice(tasks, self.max_pending)}
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            pending |= {self.pool.submit(fn, *args) for args in islice(tasks, len(finished))}
+            finished, pending = self._wait(pending, first=True)
+            pending |= {self._submit(fn, args, scatter) for args in islice(tasks, len(finished))}
             for future in finished:
                 yield future.result()
 
-    def _run_dask(self, fn: Callable[..., Any], tasks: Iterator[tuple]) -> Iterator[Any]:
-        from distributed import as_completed as dask_completed
+    def submit(self, fn: Callable[..., Any], *args: Any, then: Callable[[Any], None] | None = None,
+               scatter: Callable[[Any], bool] | None = None) -> None:
+        """Start ``fn(*args)`` once fewer than ``max_pending`` submitted tasks are unfinished
+        (handing finished ones to their ``then`` meanwhile); ``then(result)`` runs in this thread.
+        A task's exception is raised here or by :meth:`drain`, when it is collected."""
+        while len(self._pending) >= self.max_pending:
+            self._collect(first=True)
+        if self.client is None and self.pool is None:
+            result = fn(*args)
+            if then is not None:
+                then(result)
+            return
+        self._pending[self._submit(fn, args, scatter)] = then
 
-        submit = lambda args: self.client.submit(fn, *args, pure=False)  # noqa: E731
-        queue = dask_completed([submit(args) for args in islice(tasks, self.max_pending)])
-        for future in queue:
-            for args in islice(tasks, 1):
-                queue.add(submit(args))
-            yield future.result()
+    def drain(self) -> None:
+        """Wait for every task of :meth:`submit`, handing each result to its ``then``."""
+        while self._pending:
+            self._collect(first=False)
+
+    def _collect(self, first: bool) -> None:
+        finished, _ = self._wait(list(self._pending), first=first)
+        for future in finished:
+            then = self._pending.pop(future)
+            result = future.result()
+            if then is not None:
+                then(result)
+
+    def _submit(self, fn: Callable[..., Any], args: tuple, scatter: Callable[[Any], bool] | None) -> Any:
+        if self.client is not None:
+            if scatter is not None:
+                args = tuple(self.client.scatter(a, direct=True, hash=False) if scatter(a) else a for a in args)
+            return self.client.submit(fn, *args, pure=False)
+        return self.pool.submit(fn, *args)
+
+    def _wait(self, futures: Iterable[Any], first: bool) -> tuple[set[Any], set[Any]]:
+        """``(finished, pending)`` once one (``first``) or all of ``futures`` have finished."""
+        if self.client is not None:
+            from distributed import wait as dask_wait
+
+            done, not_done = dask_wait(list(futures), return_when="FIRST_COMPLETED" if first else "ALL_COMPLETED")
+        else:
+            done, not_done = wait(list(futures), return_when=FIRST_COMPLETED if first else ALL_COMPLETED)
+        return set(done), set(not_done)
 
 
 WORKER_MODULES = ("sscxr_conversion.write", "sscxr_conversion.raw")
