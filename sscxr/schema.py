@@ -390,7 +390,8 @@ def _check_raw_channels(ds: xr.Dataset, path: str) -> list[Problem]:
     shape = ds.attrs.get("frame_shape")
     sizes = [ds.sizes.get("y"), ds.sizes.get("x")]
     if shape is not None and list(shape) != sizes:
-        problems.append(Problem(path, None, "bad-value", f"/{path}: frame_shape is {list(shape)}, but y, x are {sizes}"))
+        problems.append(Problem(path, None, "bad-value",
+                                f"/{path}: frame_shape is {list(shape)}, but y, x are {sizes}"))
     return problems
 
 
@@ -412,7 +413,8 @@ def _check_video(tree: xr.DataTree) -> list[Problem]:
     problems = check_group(ds, VIDEO_SPEC, "video")
     storage = ds.attrs.get("storage")
     if storage is not None and storage != VIDEO_STORAGE:
-        problems.append(Problem("video", None, "bad-value", f"/video: storage is {storage!r}, expected {VIDEO_STORAGE!r}"))
+        problems.append(Problem("video", None, "bad-value",
+                                f"/video: storage is {storage!r}, expected {VIDEO_STORAGE!r}"))
     return problems
 
 
