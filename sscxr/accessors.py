@@ -18,23 +18,21 @@ tree with ``condition=``, and on a ssc-11 condition node.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 from . import align as _align
 from . import behavior as _behavior
 from . import resample as _resample
 from . import response as _response
+from ._types import AlignTo, Conditions, Events, EventTable, SubvolumeChoice, Subvolumes, Trials, Window
 
 if TYPE_CHECKING:
     from .summary import StoreSummary
 
 __all__ = ["SscxTreeAccessor", "SscxDatasetAccessor", "SscxDataArrayAccessor"]
-
-Window = tuple[float, float]
 
 
 def _group(node: xr.DataTree, name: str) -> xr.Dataset:
@@ -74,13 +72,13 @@ class SscxTreeAccessor:
 
     @overload
     def trial_tensor(self, signal: str = ..., *, subvolume: int | None = ..., condition: str | None = ...,
-                     align_to: Any = ..., window: Window = ..., within_trial: bool = ...) -> xr.DataArray: ...
+                     align_to: AlignTo = ..., window: Window = ..., within_trial: bool = ...) -> xr.DataArray: ...
     @overload
     def trial_tensor(self, signal: str = ..., *, subvolume: Literal["all"], condition: str | None = ...,
-                     align_to: Any = ..., window: Window = ...,
+                     align_to: AlignTo = ..., window: Window = ...,
                      within_trial: bool = ...) -> dict[int, xr.DataArray]: ...
-    def trial_tensor(self, signal: str = "dff", *, subvolume: int | Literal["all"] | None = None,
-                     condition: str | None = None, align_to: Any = "pole_in", window: Window = (-3.0, 5.0),
+    def trial_tensor(self, signal: str = "dff", *, subvolume: SubvolumeChoice = None,
+                     condition: str | None = None, align_to: AlignTo = "pole_in", window: Window = (-3.0, 5.0),
                      within_trial: bool = True) -> xr.DataArray | dict[int, xr.DataArray]:
         """(``cell``, ``trial``, ``time``) windows of ``signal`` around each trial's ``align_to``
         event; see :func:`sscxr.align.session_trial_tensor`. Lazy on dask-backed trees."""
@@ -138,13 +136,13 @@ class SscxTreeAccessor:
         return video_frames(self._tree, trial, time, format=format)
 
     def pair_conditions(self, a: str = "pre", b: str = "post_touch", *,
-                        subvolume: int | Literal["all"] | None = None) -> xr.DataTree | dict[int, xr.DataTree]:
+                        subvolume: SubvolumeChoice = None) -> xr.DataTree | dict[int, xr.DataTree]:
         """ssc-11: cells of a subvolume present in conditions ``a`` and ``b``, joined on ROI id."""
         return _align.pair_conditions(self._tree, a, b, subvolume=subvolume)
 
-    def event_response(self, signal: str = "dff", *, align_to: Any = "first_touch", baseline: Window = (-1.0, 0.0),
-                       response: Window = (0.0, 1.0), subvolume: int | Sequence[int] | Literal["all"] = "all",
-                       condition: str | Sequence[str] | None = None, paired: bool = False,
+    def event_response(self, signal: str = "dff", *, align_to: AlignTo = "first_touch", baseline: Window = (-1.0, 0.0),
+                       response: Window = (0.0, 1.0), subvolume: Subvolumes = "all",
+                       condition: Conditions = None, paired: bool = False,
                        within_trial: bool = True) -> xr.Dataset:
         """Per cell and trial: mean of ``signal`` in ``response`` minus its mean in ``baseline`` (s
         from the ``align_to`` event, each cell on its plane's clock); a lazy Dataset (``cell``,
@@ -184,7 +182,7 @@ class SscxDatasetAccessor:
     def _clock(self) -> xr.DataArray | None:
         return self._ds["frame_time"] if "frame_time" in self._ds.variables else None
 
-    def align(self, events: Any, window: Window, *, trials: Any = None, within_trial: bool = False,
+    def align(self, events: Events, window: Window, *, trials: Trials | None = None, within_trial: bool = False,
               variables: Sequence[str] | None = None) -> xr.Dataset:
         """Windows of every (cell, time) variable (or ``variables``, which must share their dims)
         around ``events``; see :func:`sscxr.align.align`."""
@@ -195,8 +193,8 @@ class SscxDatasetAccessor:
         # the coords (valid, lag, ...) are the same for every variable: keep the first's, compare nothing
         return xr.merge(out, compat="override", join="exact", combine_attrs="drop_conflicts")
 
-    def trial_tensor(self, signal: str = "dff", *, events: xr.Dataset | pd.DataFrame | None = None,
-                     align_to: Any = "pole_in", window: Window = (-3.0, 5.0), trials: Any = None,
+    def trial_tensor(self, signal: str = "dff", *, events: EventTable | None = None,
+                     align_to: AlignTo = "pole_in", window: Window = (-3.0, 5.0), trials: Trials | None = None,
                      within_trial: bool = True) -> xr.DataArray:
         """:func:`sscxr.align.trial_tensor` of ``ds[signal]`` on this Dataset's ``frame_time``."""
         if signal not in self._ds.data_vars:
@@ -221,14 +219,14 @@ class SscxDataArrayAccessor:
     def __init__(self, da: xr.DataArray) -> None:
         self._da = da
 
-    def align(self, events: Any, window: Window, *, trials: Any = None, within_trial: bool = False,
+    def align(self, events: Events, window: Window, *, trials: Trials | None = None, within_trial: bool = False,
               frame_time: xr.DataArray | None = None, frame_rate_hz: float | None = None) -> xr.DataArray:
         """See :func:`sscxr.align.align`."""
         return _align.align(self._da, events, window, trials=trials, within_trial=within_trial,
                             frame_time=frame_time, frame_rate_hz=frame_rate_hz)
 
-    def trial_tensor(self, events: xr.Dataset | pd.DataFrame | None = None, *, align_to: Any = "pole_in",
-                     window: Window = (-3.0, 5.0), trials: Any = None, within_trial: bool = True,
+    def trial_tensor(self, events: EventTable | None = None, *, align_to: AlignTo = "pole_in",
+                     window: Window = (-3.0, 5.0), trials: Trials | None = None, within_trial: bool = True,
                      frame_time: xr.DataArray | None = None, frame_rate_hz: float | None = None) -> xr.DataArray:
         """See :func:`sscxr.align.trial_tensor`."""
         return _align.trial_tensor(self._da, events, align_to=align_to, window=window, trials=trials,

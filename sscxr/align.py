@@ -21,19 +21,24 @@ and a trial without the event, give all-NaN windows.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, Literal, TypeAlias, overload
+from collections.abc import Hashable, Mapping
+from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from . import _kernels
+from ._types import (AlignTo, Conditions, EventName, Events, EventTable, SubvolumeChoice, Subvolumes, Times,
+                     TrialIds, Trials, Window)
 from .errors import InvalidChoiceError
 from .schema import SUBVOLUME_GROUP, TOUCH_KINDS
 
 __all__ = ["EVENT_ALIASES", "event_table", "event_times", "align", "trial_tensor", "session_trial_tensor",
-           "session_parts", "session_id", "pair_conditions"]
+           "session_parts", "session_id", "pair_conditions",
+           # parameter types (sscxr._types)
+           "AlignTo", "Conditions", "EventName", "Events", "EventTable", "SubvolumeChoice", "Subvolumes", "Times",
+           "TrialIds", "Trials", "Window"]
 
 EVENT_ALIASES: dict[str, tuple[tuple[str, ...], str]] = {
     "pole_in": (("pole_in_reach",), "start_time"),
@@ -48,9 +53,6 @@ EVENT_ALIASES: dict[str, tuple[tuple[str, ...], str]] = {
 """``align_to`` name -> (event kinds, column): the first such event of each trial (by start)."""
 
 TRIAL_COORDS = ("trial_type", "outcome", "correct_side", "pole_position", "has_whisker", "day")
-Window = tuple[float, float]
-Times: TypeAlias = np.ndarray | Sequence[float] | xr.DataArray
-Events: TypeAlias = xr.Dataset | pd.DataFrame | xr.DataArray | np.ndarray | Sequence[float]
 
 
 # --- small inputs -------------------------------------------------------------------------------
@@ -66,10 +68,10 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.array(arr.tolist(), dtype=str).reshape(arr.shape) if arr.dtype.kind == "T" else arr
 
 
-def check_window(window: Any) -> Window:
+def check_window(window: object) -> Window:
     """``window`` as two floats, or a ValueError that says what is expected."""
     try:
-        start, stop = (float(w) for w in window)
+        start, stop = (float(w) for w in window)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         raise ValueError(f"window={window!r}: expected (start, stop) in seconds, e.g. (-3.0, 5.0)") from None
     if not (np.isfinite(start) and np.isfinite(stop) and start < stop):
@@ -78,7 +80,7 @@ def check_window(window: Any) -> Window:
     return start, stop
 
 
-def event_table(events: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
+def event_table(events: EventTable) -> pd.DataFrame:
     """An event table (``/events`` Dataset or DataFrame) as a DataFrame of its core columns.
 
     Needs ``start_time``; ``kind``, ``stop_time`` (defaults to start) and ``trial`` (defaults to
@@ -97,8 +99,8 @@ def event_table(events: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _columns(events: Any) -> list[Hashable]:
-    return list(events.columns) if isinstance(events, pd.DataFrame) else list(events.variables)
+def _columns(events: EventTable) -> list[Hashable]:
+    return list(events.variables) if isinstance(events, xr.Dataset) else list(events.columns)
 
 
 def known_events(events: pd.DataFrame | None = None) -> list[str]:
@@ -107,7 +109,7 @@ def known_events(events: pd.DataFrame | None = None) -> list[str]:
     return sorted(set(EVENT_ALIASES) | {"trial_start"} | set(kinds))
 
 
-def event_times(events: xr.Dataset | pd.DataFrame, align_to: str, *, trials: Any = None) -> xr.DataArray:
+def event_times(events: EventTable, align_to: EventName | str, *, trials: Trials | None = None) -> xr.DataArray:
     """Time of the first ``align_to`` event of each trial, NaN where a trial has none.
 
     ``align_to`` is a name of :data:`EVENT_ALIASES` or any ``kind`` of the table (its start).
@@ -142,7 +144,7 @@ def _resolve(align_to: str, table: pd.DataFrame) -> tuple[tuple[str, ...], str]:
                                   "indexed by 'trial'")  # fmt: skip
 
 
-def _trial_ids(trials: Any, table: pd.DataFrame | None = None) -> np.ndarray:
+def _trial_ids(trials: Trials | None, table: pd.DataFrame | None = None) -> np.ndarray:
     if isinstance(trials, xr.Dataset):
         return to_numpy(trials["trial"]).astype(np.int64)
     if trials is not None:
@@ -153,7 +155,7 @@ def _trial_ids(trials: Any, table: pd.DataFrame | None = None) -> np.ndarray:
     return np.unique(ids[ids >= 0])
 
 
-def _trial_starts(trials: Any, ids: np.ndarray) -> xr.DataArray:
+def _trial_starts(trials: Trials | None, ids: np.ndarray) -> xr.DataArray:
     if not isinstance(trials, xr.Dataset) or "start_time" not in trials:
         raise ValueError("align_to='trial_start' needs trials= the /trials Dataset (with 'start_time'); "
                          f"got {type(trials).__name__}")
@@ -271,7 +273,7 @@ def _gather_block(block: np.ndarray, rows: np.ndarray, index: np.ndarray, block_
 
 
 # --- public: align and trial_tensor -------------------------------------------------------------
-def _event_inputs(events: Events, trials: Any) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
+def _event_inputs(events: Events, trials: Trials | None) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
     """(times, trial per event or None, event dim, event-dim coords) of any accepted ``events``."""
     if isinstance(events, (xr.Dataset, pd.DataFrame)):
         return _table_events(event_table(events))
@@ -290,7 +292,7 @@ def _table_events(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str, dic
     return table["start_time"].to_numpy(), table["trial"].to_numpy(), "event", coords
 
 
-def _array_events(times: np.ndarray, trials: Any) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
+def _array_events(times: np.ndarray, trials: Trials | None) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
     coords: dict[str, Any] = {"event_time": ("event", times, {"units": "s"})}
     if trials is None:
         return times, None, "event", coords
@@ -308,7 +310,7 @@ def _signal(signal: xr.DataArray) -> xr.DataArray:
     return signal
 
 
-def align(signal: xr.DataArray, events: Events, window: Window, *, trials: Any = None,
+def align(signal: xr.DataArray, events: Events, window: Window, *, trials: Trials | None = None,
           within_trial: bool = False, frame_time: xr.DataArray | None = None,
           frame_rate_hz: float | None = None) -> xr.DataArray:
     """Cut a window of ``signal`` around each event; see the module docstring for the rule.
@@ -338,7 +340,7 @@ def align(signal: xr.DataArray, events: Events, window: Window, *, trials: Any =
                                                   frame_rate_hz=rate)
 
 
-def _explicit_times(align_to: Any, ids: np.ndarray) -> xr.DataArray:
+def _explicit_times(align_to: Times, ids: np.ndarray) -> xr.DataArray:
     if isinstance(align_to, xr.DataArray):
         if align_to.dims != ("trial",):
             raise ValueError(f"explicit align_to times have dims {align_to.dims}; expected ('trial',)")
@@ -350,7 +352,7 @@ def _explicit_times(align_to: Any, ids: np.ndarray) -> xr.DataArray:
     return xr.DataArray(values, dims="trial", coords={"trial": ids})
 
 
-def _trials_of_signal(signal: xr.DataArray, trials: Any) -> np.ndarray:
+def _trials_of_signal(signal: xr.DataArray, trials: Trials | None) -> np.ndarray:
     frame_ids = to_numpy(signal["trial"]) if "trial" in signal.coords else np.zeros(0, np.int64)
     seen = pd.unique(frame_ids[frame_ids >= 0])
     if trials is None:
@@ -359,8 +361,8 @@ def _trials_of_signal(signal: xr.DataArray, trials: Any) -> np.ndarray:
     return ids[np.isin(ids, seen)] if isinstance(trials, xr.Dataset) and seen.size else ids
 
 
-def trial_tensor(signal: xr.DataArray, events: xr.Dataset | pd.DataFrame | None = None, *,
-                 align_to: str | Times = "pole_in", window: Window = (-3.0, 5.0), trials: Any = None,
+def trial_tensor(signal: xr.DataArray, events: EventTable | None = None, *,
+                 align_to: AlignTo = "pole_in", window: Window = (-3.0, 5.0), trials: Trials | None = None,
                  within_trial: bool = True, frame_time: xr.DataArray | None = None,
                  frame_rate_hz: float | None = None) -> xr.DataArray:
     """One window per trial around its first ``align_to`` event: (..., ``trial``, ``time``).
@@ -396,7 +398,7 @@ def trial_tensor(signal: xr.DataArray, events: xr.Dataset | pd.DataFrame | None 
     return out.assign_attrs(align_to=align_to if isinstance(align_to, str) else "explicit times")
 
 
-def _trial_metadata(trials: Any, ids: np.ndarray) -> dict[str, Any]:
+def _trial_metadata(trials: Trials | None, ids: np.ndarray) -> dict[str, Any]:
     if not isinstance(trials, xr.Dataset):
         return {}
     table = trials.reindex(trial=ids) if "trial" in trials.indexes else trials
@@ -439,7 +441,7 @@ def session_parts(tree: xr.DataTree, *, condition: str | None = None) -> tuple[x
     return node, dict(sorted(found.items()))
 
 
-def pick_subvolumes(found: Mapping[int, xr.DataTree], subvolume: int | Literal["all"] | None) -> list[int]:
+def pick_subvolumes(found: Mapping[int, xr.DataTree], subvolume: SubvolumeChoice) -> list[int]:
     """Subvolume numbers for a ``subvolume=`` argument, or a ValueError naming the choices."""
     if subvolume == "all":
         return list(found)
@@ -459,14 +461,14 @@ def _node_ds(node: xr.DataTree, name: str) -> xr.Dataset | None:
 
 @overload
 def session_trial_tensor(tree: xr.DataTree, signal: str = ..., *, subvolume: int | None = ...,
-                         condition: str | None = ..., align_to: str | Times = ..., window: Window = ...,
+                         condition: str | None = ..., align_to: AlignTo = ..., window: Window = ...,
                          within_trial: bool = ...) -> xr.DataArray: ...
 @overload
 def session_trial_tensor(tree: xr.DataTree, signal: str = ..., *, subvolume: Literal["all"],
-                         condition: str | None = ..., align_to: str | Times = ..., window: Window = ...,
+                         condition: str | None = ..., align_to: AlignTo = ..., window: Window = ...,
                          within_trial: bool = ...) -> dict[int, xr.DataArray]: ...
-def session_trial_tensor(tree: xr.DataTree, signal: str = "dff", *, subvolume: int | Literal["all"] | None = None,
-                         condition: str | None = None, align_to: str | Times = "pole_in",
+def session_trial_tensor(tree: xr.DataTree, signal: str = "dff", *, subvolume: SubvolumeChoice = None,
+                         condition: str | None = None, align_to: AlignTo = "pole_in",
                          window: Window = (-3.0, 5.0),
                          within_trial: bool = True) -> xr.DataArray | dict[int, xr.DataArray]:
     """:func:`trial_tensor` of one subvolume of a session (or ssc-11 condition) tree.
@@ -538,7 +540,7 @@ def _paired(tree: xr.DataTree, a: str, b: str, number: int) -> xr.DataTree:
 
 
 def pair_conditions(tree: xr.DataTree, a: str = "pre", b: str = "post_touch", *,
-                    subvolume: int | Literal["all"] | None = None) -> xr.DataTree | dict[int, xr.DataTree]:
+                    subvolume: SubvolumeChoice = None) -> xr.DataTree | dict[int, xr.DataTree]:
     """Cells of one ssc-11 subvolume present in both conditions, joined on ROI id.
 
     Returns a DataTree whose root holds the common ``cell`` ids (sorted) with the ``/cells``

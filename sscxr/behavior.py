@@ -9,12 +9,11 @@ bursts, trial epochs, touches per trial, fraction correct.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ._types import EventTable, Trials
 from .align import event_table, event_times, to_numpy
 from .schema import TOUCH_KINDS
 
@@ -25,7 +24,7 @@ EPOCHS = ("pre_stimulus", "stimulus", "delay", "reward")
 DELAY_AFTER_POLE_OUT_S = 0.5
 
 
-def first_touch(events: xr.Dataset | pd.DataFrame, trials: Any = None) -> xr.DataArray:
+def first_touch(events: EventTable, trials: Trials | None = None) -> xr.DataArray:
     """Earliest onset among ``touch_protraction`` and ``touch_retraction`` per trial (s), NaN if none.
 
     ``trials``: the ``/trials`` Dataset or trial ids (default: trials with any event).
@@ -38,7 +37,7 @@ def first_touch(events: xr.Dataset | pd.DataFrame, trials: Any = None) -> xr.Dat
     return event_times(events, "first_touch", trials=trials).rename("first_touch")
 
 
-def _touches(events: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
+def _touches(events: EventTable) -> pd.DataFrame:
     table = event_table(events)
     if "kind" not in table:
         raise ValueError("the event table has no 'kind' column; expected the /events group")
@@ -46,7 +45,7 @@ def _touches(events: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
     return touches.sort_values(["trial", "start_time"], kind="stable").reset_index(drop=True)
 
 
-def touch_bursts(events: xr.Dataset | pd.DataFrame, gap: float = 0.05) -> xr.Dataset:
+def touch_bursts(events: EventTable, gap: float = 0.05) -> xr.Dataset:
     """Group each trial's touches into bursts (dim ``burst``).
 
     A touch starts a new burst when it is in another trial, or when the time from the end of the
@@ -81,7 +80,7 @@ def touch_bursts(events: xr.Dataset | pd.DataFrame, gap: float = 0.05) -> xr.Dat
     )
 
 
-def touch_count(events: xr.Dataset | pd.DataFrame, trials: Any = None) -> xr.DataArray:
+def touch_count(events: EventTable, trials: Trials | None = None) -> xr.DataArray:
     """Number of touches (protraction + retraction) per trial; 0 for trials without any."""
     t = _touches(events)
     ids = to_numpy(trials["trial"]) if isinstance(trials, xr.Dataset) else (
@@ -90,7 +89,7 @@ def touch_count(events: xr.Dataset | pd.DataFrame, trials: Any = None) -> xr.Dat
     return xr.DataArray(counts.astype(np.int64), dims="trial", coords={"trial": ids}, name="touch_count")
 
 
-def epochs(trials: xr.Dataset, events: xr.Dataset | pd.DataFrame) -> xr.Dataset:
+def epochs(trials: xr.Dataset, events: EventTable) -> xr.Dataset:
     """Start and stop (s) of each trial's epochs, dims (``trial``, ``epoch``).
 
     ``pre_stimulus``: trial start -> pole in; ``stimulus``: pole in -> pole out; ``delay``: pole

@@ -7,7 +7,9 @@ message says what was expected, what was found and what to do.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
 
 __all__ = [
     "closest",
@@ -23,6 +25,8 @@ __all__ = [
     "StoreNotFoundError",
     "IncompleteStoreError",
     "SchemaError",
+    "Problem",
+    "ProblemKind",
     "VerificationError",
     "StoreVersionWarning",
     "MissingDependencyError",
@@ -72,11 +76,60 @@ class IncompleteStoreError(SscxrError, OSError):
     """A store was opened whose conversion did not finish."""
 
 
-class SchemaError(SscxrError, ValueError):
-    """A store does not follow the sscxr schema; ``problems`` lists every violation."""
+ProblemKind: TypeAlias = Literal[
+    "missing-group", "missing-variable", "missing-attr", "wrong-dims", "wrong-units", "wrong-dtype", "bad-value",
+    "mismatch", "other",
+]
+"""What a :class:`Problem` is about: a group, variable or attr that is absent; a variable's dims,
+units or dtype; an attr or root attr with a wrong value (``bad-value``); two groups that disagree
+(``mismatch``, e.g. a raw stack and its imaging subvolume); ``other`` for a bare message."""
 
-    def __init__(self, problems: list[str], *, where: str = "store"):
-        self.problems = list(problems)
+
+@dataclass(frozen=True)
+class Problem:
+    """One schema violation, as data: where (``path``, ``variable``), what (``kind``), and the
+    readable ``message`` that ``str()`` gives. Filter on the fields, never on the message.
+
+    ``path`` is the group path without the leading slash (``"imaging/subvolume_01"``; ``""`` for
+    the root), ``variable`` the variable's name or None for the group itself or its attrs.
+
+    >>> p = Problem("trials", "start_time", "wrong-units", "/trials/start_time: units are 'ms', expected 's'")
+    >>> p.kind, p.in_group("trials"), str(p)
+    ('wrong-units', True, "/trials/start_time: units are 'ms', expected 's'")
+    """
+
+    path: str
+    variable: str | None
+    kind: ProblemKind
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+    def in_group(self, group: str) -> bool:
+        """True when the problem is in ``group`` or below it (``""``: anywhere).
+
+        >>> Problem("imaging/subvolume_01/rois", None, "missing-group", "...").in_group("imaging/subvolume_01")
+        True
+        """
+        group = group.strip("/")
+        return not group or self.path == group or self.path.startswith(group + "/")
+
+
+class SchemaError(SscxrError, ValueError):
+    """A store does not follow the sscxr schema; ``problems`` lists every violation as a
+    :class:`Problem` (a bare message given here becomes one of kind ``"other"`` at the root).
+
+    >>> err = SchemaError([Problem("", None, "missing-attr", "root attrs: missing 'archive'")], where="x.zarr")
+    >>> print(err)
+    x.zarr violates the sscxr schema in 1 place(s):
+      - root attrs: missing 'archive'
+    >>> SchemaError(["a bare message"]).problems[0].kind
+    'other'
+    """
+
+    def __init__(self, problems: Sequence[Problem | str], *, where: str = "store"):
+        self.problems = [p if isinstance(p, Problem) else Problem("", None, "other", str(p)) for p in problems]
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{where} violates the sscxr schema in {len(self.problems)} place(s):\n{lines}")
 

@@ -249,7 +249,7 @@ def _frame_period(resampled: xr.Dataset, clock: np.ndarray) -> float:
 
 
 def plot_whisker_vs_dff(resampled: xr.Dataset, signal: xr.DataArray, cell: int, *,
-                        variable: str = "curvature_change", whisker: Any = None,
+                        variable: str = "curvature_change", whisker: str | None = None,
                         time: slice | None = None) -> Figure:
     """A resampled whisker ``variable`` (from ``resample_whisker``) above ``signal`` of ``cell``,
     both on the frames of the cell's plane (``cell_plane``), over ``time`` (a slice in s).

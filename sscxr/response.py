@@ -30,8 +30,8 @@ False
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Literal, TypeAlias
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,19 +39,16 @@ import xarray as xr
 
 from . import _kernels
 from . import align as _align
+from ._types import AlignTo, Conditions, Subvolumes, Window
 
 __all__ = ["event_response", "response_offsets"]
-
-Window = tuple[float, float]
-Subvolumes: TypeAlias = int | Sequence[int] | Literal["all"] | None
-Conditions: TypeAlias = str | Sequence[str] | None
 
 _EPS = 1e-9
 _COUNTS = ("n_baseline", "n_response")
 
 
 # --- checks -------------------------------------------------------------------------------------
-def _window(name: str, window: Any) -> Window:
+def _window(name: str, window: object) -> Window:
     try:
         return _align.check_window(window)
     except ValueError as exc:
@@ -69,7 +66,7 @@ def response_offsets(window: Window, rate: float) -> np.ndarray:
     return np.arange(k0, k1 + 1, dtype=np.int64)
 
 
-def _check_align_to(align_to: Any, events: xr.Dataset | None) -> None:
+def _check_align_to(align_to: AlignTo, events: xr.Dataset | None) -> None:
     if not isinstance(align_to, str):
         return
     if align_to == "trial_start" or (align_to in _align.EVENT_ALIASES and events is not None):
@@ -121,7 +118,7 @@ def _conditions(tree: xr.DataTree, condition: Conditions, paired: bool) -> list[
 
 
 # --- kernels (numpy in, numpy out; dask maps them) ----------------------------------------------
-def _event_task(events: xr.Dataset | None, trials: xr.Dataset, align_to: Any) -> np.ndarray:
+def _event_task(events: xr.Dataset | None, trials: xr.Dataset, align_to: AlignTo) -> np.ndarray:
     """Time of every trial's first ``align_to`` event (or the explicit times), NaN for none."""
     ids = np.asarray(trials["trial"].values, dtype=np.int64)
     if not isinstance(align_to, str):
@@ -196,7 +193,7 @@ def _subvolume_signal(ds: xr.Dataset, signal: str, number: int) -> xr.DataArray:
 
 
 def _node_response(node: xr.DataTree, found: Mapping[int, xr.DataTree], numbers: list[int], signal: str,
-                   align_to: Any, baseline: Window, response: Window, within_trial: bool) -> xr.Dataset:
+                   align_to: AlignTo, baseline: Window, response: Window, within_trial: bool) -> xr.Dataset:
     events, trials = _align._node_ds(node, "events"), _align._node_ds(node, "trials")
     if trials is None or "trial" not in trials.indexes:
         raise ValueError(f"event_response needs the /trials group (indexed by 'trial') at {node.path!r}")
@@ -388,7 +385,7 @@ def _first_positions(every: pd.Index, cells: pd.Index) -> np.ndarray:
 
 
 # --- public -------------------------------------------------------------------------------------
-def event_response(tree: xr.DataTree, signal: str = "dff", *, align_to: str | _align.Times = "first_touch",
+def event_response(tree: xr.DataTree, signal: str = "dff", *, align_to: AlignTo = "first_touch",
                    baseline: Window = (-1.0, 0.0), response: Window = (0.0, 1.0), subvolume: Subvolumes = "all",
                    condition: Conditions = None, paired: bool = False, within_trial: bool = True) -> xr.Dataset:
     """Per cell and trial: mean of ``signal`` in ``response`` minus its mean in ``baseline``.
