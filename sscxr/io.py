@@ -1067,22 +1067,11 @@ def _open_subtree(store: Store, root: zarr.Group, paths: Sequence[str], chunks: 
 
 
 def _validate(tree: xr.DataTree, url: str, opened: Sequence[str] | None) -> None:
-    try:
-        from . import schema
-    except ImportError:
-        return
-    validate = getattr(schema, "validate", None)
-    if validate is None:
-        return
-    problems = list(validate(tree, raise_on_error=False))
+    from .schema import problems_in, validate
+
+    problems = validate(tree, raise_on_error=False)
     if opened is not None:
-        keep = []
-        for problem in problems:
-            match = re.match(r"^/([^:\s]*)", problem)
-            path = match.group(1).rstrip("/") if match else None
-            if path is None or any(path == g or path.startswith(g + "/") for g in opened):
-                keep.append(problem)
-        problems = keep
+        problems = problems_in(problems, opened)
     if problems:
         raise SchemaError(problems, where=url)
 
