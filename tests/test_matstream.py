@@ -1,8 +1,10 @@
-"""The streaming MAT v5 reader gives exactly what scipy.io.loadmat gives, and fails like it."""
+"""The fast MAT v5 reader (``_scipy_fastpath``) gives exactly what scipy.io.loadmat gives, and
+its inflating stream reads any sizes and reports a file that ends early."""
 
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 
 import numpy as np
@@ -12,10 +14,8 @@ from scipy.io.matlab import mat_struct
 
 from sscxr.testing.archives import write_ssc1_session, write_ssc11_animal
 from sscxr_conversion.readers._matfile import mat_version
-from sscxr_conversion.readers._matstream import InflatingStream, load_v5_streaming
-
-DESCEND = {"s", "s.timeSeriesArrayHash", "s.timeSeriesArrayHash.value", "s.timeSeriesArrayHash.descrHash",
-           "sess", "sess.caTSA"}
+from sscxr_conversion.readers._matstream import InflatingStream, TruncatedError
+from sscxr_conversion.readers._scipy_fastpath import VariableMissing, load_v5
 
 
 def assert_same(a, b, path="s"):
@@ -44,15 +44,9 @@ def _loadmat(path, variable):
 def test_ssc1_sessions_same_as_loadmat(tmp_path, kind):
     extra = {"single_plane_subvolume": True} if kind == "single_plane" else {}
     truth = write_ssc1_session(tmp_path / "a", preset="small" if kind == "small" else "tiny", seed=5, **extra)
-    seen = []
     with open(truth.mat_path, "rb") as f:
-        value = load_v5_streaming(f, variable="s", descend=DESCEND,
-                                  on_item=lambda p, v: seen.append(p))
+        value = load_v5(f, variable="s")
     assert_same(value, _loadmat(truth.mat_path, "s"))
-    entries = [p for p in seen if p.startswith("s.timeSeriesArrayHash.value{")]
-    assert len(entries) == len(value.timeSeriesArrayHash.value)  # one call per cell element, in order
-    assert entries == [f"s.timeSeriesArrayHash.value{{{i + 1}}}" for i in range(len(entries))]
-    assert seen.index("s.timeSeriesArrayHash.value{1}") < seen.index("s.timeSeriesArrayHash")  # children first
 
 
 def test_ssc11_v5_files_same_as_loadmat(tmp_path):
@@ -61,7 +55,7 @@ def test_ssc11_v5_files_same_as_loadmat(tmp_path):
     assert files
     for path in files:
         with open(path, "rb") as f:
-            assert_same(load_v5_streaming(f, variable="sess", descend=DESCEND), _loadmat(path, "sess"))
+            assert_same(load_v5(f, variable="sess"), _loadmat(path, "sess"))
 
 
 def test_uncompressed_and_multi_variable_files(tmp_path):
@@ -69,20 +63,28 @@ def test_uncompressed_and_multi_variable_files(tmp_path):
     s = {"a": np.arange(6.0).reshape(2, 3), "b": "text", "c": np.array([{"x": 1.0}, {"x": 2.0}], dtype=object)}
     scipy.io.savemat(path, {"before": np.ones(3), "s": s, "after": "z"}, do_compression=False)
     with open(path, "rb") as f:
-        assert_same(load_v5_streaming(f, variable="s", descend={"s", "s.c"}), _loadmat(path, "s"))
-    with open(path, "rb") as f, pytest.raises(KeyError):
-        load_v5_streaming(f, variable="nope")
+        assert_same(load_v5(f, variable="s"), _loadmat(path, "s"))
+    with open(path, "rb") as f:
+        assert_same(load_v5(f, variable="after"), _loadmat(path, "after"))
+    with open(path, "rb") as f, pytest.raises(VariableMissing):
+        load_v5(f, variable="nope")
 
 
 def test_truncated_and_corrupt_files_raise(tmp_path):
     truth = write_ssc1_session(tmp_path / "a", preset="tiny", seed=1)
     data = truth.mat_path.read_bytes()
-    with pytest.raises(Exception):  # noqa: B017 - scipy's own error for short data
-        load_v5_streaming(io.BytesIO(data[: len(data) // 2]), variable="s", descend=DESCEND)
+    with pytest.raises(TruncatedError, match="bytes short of a"):
+        load_v5(io.BytesIO(data[: len(data) // 2]), variable="s")
+    with pytest.raises(TruncatedError, match="2 bytes short"):
+        load_v5(io.BytesIO(data[:-2]), variable="s")  # all values there, the checksum cut off
+    mdtype, count = struct.unpack("<II", data[128:136])  # the one compressed element (a little-endian file)
+    short = data[:128] + struct.pack("<II", mdtype, count - 1000) + data[136:-1000]  # sizes agree, data ends
+    with pytest.raises((OSError, TruncatedError)):  # scipy's "could not read bytes", or ours (buffered)
+        load_v5(io.BytesIO(short), variable="s")
     corrupt = bytearray(data)
     corrupt[400:460] = b"\x00" * 60  # inside the compressed element
-    with pytest.raises((zlib.error, OSError, ValueError, TypeError)):
-        load_v5_streaming(io.BytesIO(bytes(corrupt)), variable="s", descend=DESCEND)
+    with pytest.raises(zlib.error):
+        load_v5(io.BytesIO(bytes(corrupt)), variable="s")
 
 
 def test_inflating_stream_reads_any_sizes_and_seeks_forward():
@@ -103,10 +105,10 @@ def test_inflating_stream_reads_any_sizes_and_seeks_forward():
 @pytest.mark.parametrize("buffered", [0, 200, 5000])
 def test_large_containers_rebuilt_child_by_child_same_as_loadmat(tmp_path, monkeypatch, buffered):
     """Containers above BUFFERED bytes are rebuilt by the walker (not scipy): same value."""
-    from sscxr_conversion.readers import _matstream
+    from sscxr_conversion.readers import _scipy_fastpath
 
-    monkeypatch.setattr(_matstream, "BUFFERED", buffered)
+    monkeypatch.setattr(_scipy_fastpath, "BUFFERED", buffered)
     truth = write_ssc1_session(tmp_path / "a", preset="tiny", seed=4, single_plane_subvolume=True)
     with open(truth.mat_path, "rb") as f:
-        value = load_v5_streaming(f, variable="s", descend={"s"})
+        value = load_v5(f, variable="s")
     assert_same(value, _loadmat(truth.mat_path, "s"))
