@@ -30,8 +30,9 @@ from sscxr import _fastpath
 from ._matstream import FAST_READER, SWITCH_INTERVAL, InflatingStream, TruncatedError
 
 NAME = FAST_READER
-#: scipy releases whose ``_mio5*`` internals this reader is tested with: [at least, below)
-SCIPY_TESTED = ("1.17", "1.18")
+#: scipy releases whose ``_mio5*`` internals this reader is tested with, [at least, below):
+#: tests/test_matstream.py and tests/test_mat_fastpath.py pass with 1.15.3, 1.16.3 and 1.17.1
+SCIPY_TESTED = ("1.15", "1.18")
 BUFFERED = 4 << 20  # elements up to this size are read in one piece and parsed from memory
 
 
