@@ -49,10 +49,7 @@ def test_not_a_mat_file(tmp_path):
     assert not (tmp_path / "x.zarr").exists(), "nothing is written for a bad source"
 
 
-@pytest.mark.parametrize("fastpath", ["on", "off"])
-def test_truncated_mat(tiny, tmp_path, monkeypatch, fastpath):
-    if fastpath == "off":
-        monkeypatch.setenv("SSCXR_NO_FASTPATH", "1")
+def test_truncated_mat(tiny, tmp_path):
     data = tiny.mat_path.read_bytes()
     bad = tmp_path / NAME
     bad.write_bytes(data[: len(data) // 2])
@@ -169,12 +166,9 @@ def test_touch_type_two_odd_count_is_an_error(tiny, tmp_path):
 
 
 # --- a source damaged, or a conversion killed, while the session file is being read ----------------
-@pytest.mark.parametrize("fastpath", ["on", "off"])
-def test_a_session_damaged_near_its_end_leaves_no_store(tiny, tmp_path, monkeypatch, fastpath):
+def test_a_session_damaged_near_its_end_leaves_no_store(tiny, tmp_path):
     """The imaging entries parse, the end is missing: "truncated or corrupt" naming the file,
-    with the fast MAT reader and with SSCXR_NO_FASTPATH=1, and no store."""
-    if fastpath == "off":
-        monkeypatch.setenv("SSCXR_NO_FASTPATH", "1")
+    and no store."""
     data = tiny.mat_path.read_bytes()
     bad = tmp_path / NAME
     bad.write_bytes(data[: int(len(data) * 0.9)])

@@ -23,7 +23,7 @@ import numpy as np
 
 from sscxr.errors import InconsistentSourceError, MissingFieldError, SourceFormatError
 
-from ._matstream import FAST_READER, INFLATE_ERRORS, TruncatedError
+from ._matstream import INFLATE_ERRORS
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -42,14 +42,13 @@ def load_mat(fileobj: IO[bytes] | bytes | os.PathLike[str], *, name: str, variab
     """Load the top-level ``variable`` of a MAT file (v5 or v7.3) as a :class:`MatNode`.
 
     ``fileobj`` is a path, a seekable binary file or bytes; ``name`` is used in error messages.
-    A v5 file is read by the fast reader (:mod:`._scipy_fastpath`) when this scipy is one it is
-    tested with, else by ``scipy.io.loadmat`` (the same value); v7.3 files are read lazily with
-    h5py (:mod:`._matv73`).
+    A v5 file is read whole by ``scipy.io.loadmat`` (squeezed, structs as ``mat_struct``);
+    a v7.3 file lazily with h5py (:mod:`._matv73`).
 
-    Raises :class:`~sscxr.errors.SourceFormatError` ("truncated or corrupt") only for a damaged
-    file, and :class:`~sscxr.errors.MissingFieldError` when ``variable`` is absent; a scipy
-    whose internals the fast reader does not know gives one ``FastPathWarning`` and the public
-    reader's result.
+    Raises :class:`~sscxr.errors.SourceFormatError` ("truncated or corrupt") for a damaged
+    file (scipy's ``MatReadError``, a short read, bad DEFLATE data, a bad tag or size) and
+    :class:`~sscxr.errors.MissingFieldError` when ``variable`` is absent; anything else (a bug,
+    a scipy that behaves differently) is raised as it is, never blamed on the file.
 
     >>> import scipy.io
     >>> buf = io.BytesIO()
@@ -87,75 +86,30 @@ def load_mat(fileobj: IO[bytes] | bytes | os.PathLike[str], *, name: str, variab
     return _load_v5(fileobj, name=name, variable=variable)
 
 
-#: the fast reader's errors that only the file's bytes cause: bad DEFLATE data, an early end
-FILE_DAMAGE: tuple[type[Exception], ...] = (*INFLATE_ERRORS, TruncatedError)
-
-
-def _load_v5(fileobj: IO[bytes], *, name: str, variable: str) -> MatNode:
-    """The fast reader if it may run and works here, else ``scipy.io.loadmat``."""
-    if _fast_reader_may_run():
-        from . import _scipy_fastpath as fast
-
-        try:
-            return MatNode(fast.load_v5(fileobj, variable=variable), variable, name)
-        except fast.VariableMissing:
-            pass  # the public reader names the variables the file has
-        except fast.Unsupported as exc:
-            _fall_back(exc)
-        except FILE_DAMAGE as exc:  # raised by the file's bytes, not by scipy: the file is damaged
-            raise _damaged(name, exc) from exc
-        except Exception as exc:  # scipy raises the same types for bad data and changed internals
-            fileobj.seek(0)
-            node = _load_v5_public(fileobj, name=name, variable=variable)  # bad data fails here too
-            _fall_back(exc)  # the file is fine: the fast reader is what failed
-            return node
-        fileobj.seek(0)
-    return _load_v5_public(fileobj, name=name, variable=variable)
-
-
-def _fast_reader_may_run() -> bool:
-    from sscxr import _fastpath
-
-    if not _fastpath.enabled(FAST_READER):  # checked first: SSCXR_NO_FASTPATH never imports it
-        return False
-    from . import _scipy_fastpath
-
-    return _scipy_fastpath.supported()
-
-
-def _fall_back(exc: BaseException) -> None:
-    from sscxr import _fastpath
-
-    import scipy
-
-    _fastpath.fall_back(FAST_READER, f"scipy {scipy.__version__} is not supported by the fast reader: "
-                                     f"{type(exc).__name__}: {exc}")
-
-
-def _damaged(name: str, exc: BaseException) -> SourceFormatError:
-    return SourceFormatError(name, f"cannot be read as MAT v5 ({type(exc).__name__}: {exc})",
-                             hint="the file is truncated or corrupt; download it again")
-
-
 #: scipy.io.loadmat's errors for a damaged file (zlib.error, a short read, a bad tag or size)
-PUBLIC_READ_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OSError, EOFError, IndexError,
+READ_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OSError, EOFError, IndexError,
                                                    UnicodeDecodeError, OverflowError, *INFLATE_ERRORS)
 
 
-def _load_v5_public(fileobj: IO[bytes], *, name: str, variable: str) -> MatNode:
+def _load_v5(fileobj: IO[bytes], *, name: str, variable: str) -> MatNode:
     import scipy.io
     from scipy.io.matlab import MatReadError
 
     try:
         data = scipy.io.loadmat(fileobj, squeeze_me=True, struct_as_record=False,
                                 chars_as_strings=True, variable_names=[variable])
-    except (MatReadError, *PUBLIC_READ_ERRORS) as exc:
+    except (MatReadError, *READ_ERRORS) as exc:
         raise _damaged(name, exc) from exc
     if variable not in data:
         fileobj.seek(0)
         found = sorted(v[0] for v in scipy.io.whosmat(fileobj))
         raise MissingFieldError(name, f"has no top-level variable {variable!r} (found {found})", field=variable)
     return MatNode(data[variable], variable, name)
+
+
+def _damaged(name: str, exc: BaseException) -> SourceFormatError:
+    return SourceFormatError(name, f"cannot be read as MAT v5 ({type(exc).__name__}: {exc})",
+                             hint="the file is truncated or corrupt; download it again")
 
 
 class Deferred:
