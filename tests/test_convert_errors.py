@@ -53,7 +53,7 @@ def test_truncated_mat(tiny, tmp_path):
     data = tiny.mat_path.read_bytes()
     bad = tmp_path / NAME
     bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SourceFormatError, match="truncated or corrupt"):
+    with pytest.raises(SourceFormatError, match=rf"{NAME}: .*truncated or corrupt"):
         convert(bad, str(tmp_path / "x.zarr"), progress=False)
 
 
@@ -165,48 +165,15 @@ def test_touch_type_two_odd_count_is_an_error(tiny, tmp_path):
         convert(bad, str(tmp_path / "x.zarr"), progress=False)
 
 
-# --- dF/F written while the session file is still being read (write.EarlyArrays) ----------------
-def test_subvolume_dff_is_written_while_reading_and_kept(tiny, tmp_path, monkeypatch):
-    from sscxr_conversion import write
-
-    early, kept = [], {}
-    real_write, real_encode = write.EarlyArrays.write, write.encode_group
-
-    def spy_write(self, path, name, dims, values):
-        early.append(path)
-        return real_write(self, path, name, dims, values)
-
-    def spy_encode(ds, path, spec, prewritten=None):
-        staged, k = real_encode(ds, path, spec, prewritten=prewritten)
-        kept[path] = k
-        return staged, k
-
-    def no_read_back(self):
-        pytest.fail(f"{self.key} was read back from the store during the conversion")
-
-    monkeypatch.setattr(write.EarlyArrays, "write", spy_write)
-    monkeypatch.setattr(write, "encode_group", spy_encode)
-    monkeypatch.setattr(write.StoredArray, "_array", no_read_back)
-    store = str(tmp_path / "x.zarr")
-    convert(tiny.mat_path, store, progress=False)
-    subvolumes = sorted(p for p in kept if p.startswith("imaging/") and p.count("/") == 1)
-    assert sorted(early) == subvolumes and subvolumes
-    assert all(kept[p] == {"dff"} for p in subvolumes), "the early chunks are not re-encoded"
-    assert verify(tiny.mat_path, store) == []
-
-
-def test_reading_failure_after_early_writes_leaves_no_store(tiny, tmp_path, monkeypatch):
-    from sscxr_conversion import write
-
+# --- a source damaged, or a conversion killed, while the session file is being read ----------------
+def test_a_session_damaged_near_its_end_leaves_no_store(tiny, tmp_path):
+    """The imaging entries parse, the end is missing: "truncated or corrupt" naming the file,
+    and no store."""
     data = tiny.mat_path.read_bytes()
     bad = tmp_path / NAME
-    bad.write_bytes(data[: int(len(data) * 0.9)])  # the imaging entries parse, the end is missing
-    calls = []
-    real_write = write.EarlyArrays.write
-    monkeypatch.setattr(write.EarlyArrays, "write", lambda self, *a: (calls.append(a[0]), real_write(self, *a)))
-    with pytest.raises(SourceFormatError, match="truncated or corrupt"):
+    bad.write_bytes(data[: int(len(data) * 0.9)])
+    with pytest.raises(SourceFormatError, match=rf"{NAME}: cannot be read as MAT v5 .*truncated or corrupt"):
         convert(bad, str(tmp_path / "x.zarr"), progress=False)
-    assert calls, "some dF/F was written before the damage was found"
     assert not (tmp_path / "x.zarr").exists(), "a store this conversion created is removed again"
 
 
@@ -221,72 +188,20 @@ def test_existing_store_is_refused_before_reading(tiny, tmp_path, monkeypatch):
 
 
 def test_resume_after_dying_while_reading_starts_anew(tiny, tmp_path):
-    """Killed before the source was read whole: only early dF/F, no provenance; --resume converts all."""
+    """Killed before the source was read whole: an unfinished version without provenance;
+    --resume converts all."""
     from sscxr_conversion import write
-    from sscxr_conversion.spec import ConversionSpec
-
     from sscxr_conversion.publish import Publication
 
     url = str(tmp_path / "x.zarr")
     with Publication(url, overwrite=False, resume=False) as pub:  # dies before publishing
-        version = pub.version_url
-        early = write.EarlyArrays(write.open_store(version, None, mode="w"), version,
-                                  ConversionSpec(archive="ssc-1"), overwrite=False)
-        early.write("imaging/subvolume_02", "dff", ("cell", "time"), np.zeros((3, 4)))
-        early.wait()
+        zarr.open_group(write.open_store(pub.version_url, None, mode="w"), mode="w")
     assert write.store_state(write.open_store(unfinished_version(url), None)) == "incomplete"
     with pytest.raises(StoreExistsError, match="--resume"):
         convert(tiny.mat_path, url, progress=False)
     result = convert(tiny.mat_path, url, progress=False, resume=True)
     assert result.skipped == []
     assert verify(tiny.mat_path, url) == []
-
-
-def test_stored_array_stands_in_for_early_values(tmp_path):
-    import pickle
-
-    from sscxr_conversion import tasks, write
-    from sscxr_conversion.readers._matfile import MatNode
-    from sscxr_conversion.spec import ConversionSpec
-
-    url = str(tmp_path / "x.zarr")
-    early = write.EarlyArrays(write.open_store(url, None, mode="w"), url, ConversionSpec(dff_chunks=(2, 2)),
-                              overwrite=False)
-    dff = np.arange(15.0).reshape(3, 5)
-    stored = early.write("imaging/subvolume_01", "dff", ("cell", "time"), dff)
-    early.wait()
-    assert (stored.shape, stored.dtype, stored.ndim, len(stored)) == ((3, 5), np.float64, 2, 3)
-    node = MatNode(stored, "s.x.valueMatrix", "f.mat")
-    assert node.matrix(3, 5) is stored, "labeling keeps the stand-in, not its values"
-    np.testing.assert_array_equal(np.asarray(stored), dff)
-    np.testing.assert_array_equal(stored[1:, 2:4], dff[1:, 2:4])
-    tasks.register_options(url, {})
-    again = pickle.loads(pickle.dumps(stored))  # a dask worker's copy: no store in the pickle
-    assert again._store is None
-    np.testing.assert_array_equal(np.asarray(again), dff)
-
-
-def test_early_chunks_with_another_layout_are_rewritten(tmp_path):
-    import xarray as xr
-
-    from sscxr_conversion import write
-    from sscxr_conversion.spec import ConversionSpec
-
-    url = str(tmp_path / "x.zarr")
-    store = write.open_store(url, None, mode="w")
-    early = write.EarlyArrays(store, url, ConversionSpec(dff_chunks=(2, 2)), overwrite=False)
-    dff = np.arange(15.0).reshape(3, 5)
-    stored = early.write("imaging/subvolume_01", "dff", ("cell", "time"), dff.copy())
-    # the labeled group holds the stand-in, as in a conversion: re-encoding reads it back first
-    ds = xr.Dataset({"dff": (("cell", "time"), stored)}, coords={"cell": [1, 2, 3]})
-    write.prepare(store, url, overwrite=False, resume=False, attrs={"archive": "ssc-1"}, early=early)
-    write.write_group(store, "imaging/subvolume_01", ds, ConversionSpec(dff_chunks=(32, 512)),
-                      prewritten=early.layouts("imaging/subvolume_01"))
-    back = zarr.open_array(store, path="imaging/subvolume_01/dff", mode="r")
-    assert back.chunks == (3, 5)
-    np.testing.assert_array_equal(back[...], dff)
-    leftovers = sorted(p.name for p in (tmp_path / "x.zarr" / "imaging" / "subvolume_01" / "dff" / "c").rglob("*") if p.is_file())
-    assert leftovers == ["0"], "the (2, 2) chunks written early are gone"
 
 
 @pytest.mark.parametrize("how", ["killed", "marked"])

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
 
 from sscxr.errors import InconsistentSourceError, MissingFieldError, SourceFormatError
+
+from ._matstream import INFLATE_ERRORS
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -36,16 +38,40 @@ def mat_version(head: bytes) -> str:
 
 
 def load_mat(fileobj: IO[bytes] | bytes | os.PathLike[str], *, name: str, variable: str,
-             on_item: Callable[[str, Any], None] | None = None, descend: Collection[str] = ()) -> MatNode:
+             **removed: object) -> MatNode:
     """Load the top-level ``variable`` of a MAT file (v5 or v7.3) as a :class:`MatNode`.
 
     ``fileobj`` is a path, a seekable binary file or bytes; ``name`` is used in error messages.
-    With ``on_item``, a v5 file is read as a stream (``_matstream``): ``on_item(path, value)``
-    gets each child of the containers in ``descend`` as soon as it is parsed, while the rest of
-    the file is still being inflated (v7.3 files are lazy already and ignore it).
+    A v5 file is read whole by ``scipy.io.loadmat`` (squeezed, structs as ``mat_struct``);
+    a v7.3 file lazily with h5py (:mod:`._matv73`).
+
+    Raises :class:`~sscxr.errors.SourceFormatError` ("truncated or corrupt") for a damaged
+    file (scipy's ``MatReadError``, a short read, bad DEFLATE data, a bad tag or size) and
+    :class:`~sscxr.errors.MissingFieldError` when ``variable`` is absent; anything else (a bug,
+    a scipy that behaves differently) is raised as it is, never blamed on the file.
+
+    >>> import scipy.io
+    >>> buf = io.BytesIO()
+    >>> scipy.io.savemat(buf, {"s": {"a": [1.0, 2.0]}})
+    >>> load_mat(buf.getvalue(), name="x.mat", variable="s")["a"].vector().tolist()
+    [1.0, 2.0]
     """
+    if set(removed) - {"on_item", "descend"}:
+        raise TypeError(f"load_mat() got unexpected keyword arguments {sorted(removed)}")
+    # on_item/descend (the converter's early dF/F writes) are gone: ignored until pipeline.py
+    # stops passing them
     if isinstance(fileobj, os.PathLike):
-        fileobj = open(fileobj, "rb")  # noqa: SIM115 - v7.3 nodes read lazily from it
+        opened = open(fileobj, "rb")  # noqa: SIM115 - v7.3 nodes read lazily from it: kept open
+        lazy = mat_version(opened.read(520)) == "7.3"
+        opened.seek(0)
+        try:
+            return load_mat(opened, name=name, variable=variable)
+        except BaseException:
+            lazy = False
+            raise
+        finally:
+            if not lazy:
+                opened.close()
     if isinstance(fileobj, bytes | bytearray | memoryview):
         fileobj = io.BytesIO(fileobj)
     head = fileobj.read(520)
@@ -57,51 +83,33 @@ def load_mat(fileobj: IO[bytes] | bytes | os.PathLike[str], *, name: str, variab
         from ._matv73 import load_v73
 
         return load_v73(fileobj, name=name, variable=variable)
-    if on_item is not None:
-        return _load_v5_streaming(fileobj, name=name, variable=variable, on_item=on_item, descend=descend)
     return _load_v5(fileobj, name=name, variable=variable)
 
 
-def _load_v5_streaming(fileobj: IO[bytes], *, name: str, variable: str, on_item: Callable[[str, Any], None],
-                       descend: Collection[str]) -> MatNode:
-    from ._matstream import load_v5_streaming
-
-    def guarded(path: str, value: Any) -> None:
-        try:
-            on_item(path, value)
-        except Exception as exc:  # not the file's fault: re-raised as is below
-            raise _ItemHandlerError() from exc
-
-    try:
-        value = load_v5_streaming(fileobj, variable=variable, on_item=guarded, descend=descend)
-    except _ItemHandlerError as failed:
-        raise failed.__cause__ from None  # type: ignore[misc]
-    except KeyError:
-        return _load_v5(fileobj, name=name, variable=variable)  # names the variables the file has
-    except Exception as exc:  # scipy raises ValueError/TypeError/zlib.error/OSError on damage
-        raise SourceFormatError(name, f"cannot be read as MAT v5 ({type(exc).__name__}: {exc})",
-                                hint="the file is truncated or corrupt; download it again") from exc
-    return MatNode(value, variable, name)
-
-
-class _ItemHandlerError(Exception):
-    """An ``on_item`` handler failed (e.g. a store write), as opposed to the file being damaged."""
+#: scipy.io.loadmat's errors for a damaged file (zlib.error, a short read, a bad tag or size)
+READ_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OSError, EOFError, IndexError,
+                                                   UnicodeDecodeError, OverflowError, *INFLATE_ERRORS)
 
 
 def _load_v5(fileobj: IO[bytes], *, name: str, variable: str) -> MatNode:
     import scipy.io
+    from scipy.io.matlab import MatReadError
 
     try:
         data = scipy.io.loadmat(fileobj, squeeze_me=True, struct_as_record=False,
                                 chars_as_strings=True, variable_names=[variable])
-    except Exception as exc:  # scipy raises ValueError/TypeError/zlib.error/OSError on damage
-        raise SourceFormatError(name, f"cannot be read as MAT v5 ({type(exc).__name__}: {exc})",
-                                hint="the file is truncated or corrupt; download it again") from exc
+    except (MatReadError, *READ_ERRORS) as exc:
+        raise _damaged(name, exc) from exc
     if variable not in data:
         fileobj.seek(0)
         found = sorted(v[0] for v in scipy.io.whosmat(fileobj))
         raise MissingFieldError(name, f"has no top-level variable {variable!r} (found {found})", field=variable)
     return MatNode(data[variable], variable, name)
+
+
+def _damaged(name: str, exc: BaseException) -> SourceFormatError:
+    return SourceFormatError(name, f"cannot be read as MAT v5 ({type(exc).__name__}: {exc})",
+                             hint="the file is truncated or corrupt; download it again")
 
 
 class Deferred:
