@@ -130,7 +130,8 @@ def _zarr_written(array: zarr.Array, data: np.ndarray) -> dict[str, bytes]:
     (np.array([["a", "bb", "ccc"], ["", "", "d"]], dtype=object), (2, 2)),  # a padded edge chunk
     (np.array(["only"], dtype=object), (1,)),
 ])
-def test_codec_chunks_are_the_objects_zarr_writes(data, chunks):
+def test_codec_chunks_are_the_objects_zarr_writes(data, chunks, monkeypatch):
+    monkeypatch.delenv("SSCXR_NO_FASTPATH", raising=False)  # a fast path (sscxr_conversion._zarr_fastpath)
     arr = zarr.create_array(zarr.storage.MemoryStore(), name="s", shape=data.shape, dtype=str, chunks=chunks,
                             zarr_format=3)
     blobs = codec_chunks(arr, data)
@@ -141,7 +142,8 @@ def test_codec_chunks_are_the_objects_zarr_writes(data, chunks):
     np.testing.assert_array_equal(zarr.open_array(store, path="s", mode="r")[...], data.astype(str))
 
 
-def test_codec_chunks_skip_fill_chunks_as_zarr_does_and_decline_sharding(tmp_path):
+def test_codec_chunks_skip_fill_chunks_as_zarr_does_and_decline_sharding(tmp_path, monkeypatch):
+    monkeypatch.delenv("SSCXR_NO_FASTPATH", raising=False)
     data = np.array([1.0, np.nan, np.nan, np.nan, 2.0])
     arr = _plain(tmp_path / "f.zarr", (5,), (2,), "float64", np.nan)
     blobs = codec_chunks(arr, data)
@@ -262,8 +264,9 @@ def test_part_sink_writes_objects_part_by_part(tmp_path, where, request):
 @pytest.mark.parametrize("shuffle", [numcodecs.Blosc.SHUFFLE, numcodecs.Blosc.BITSHUFFLE, numcodecs.Blosc.NOSHUFFLE,
                                      numcodecs.Blosc.AUTOSHUFFLE])
 @pytest.mark.parametrize("cname", ["lz4", "zstd"])
-def test_blosc_into_gives_numcodecs_bytes(cname, shuffle):
+def test_blosc_into_gives_numcodecs_bytes(cname, shuffle, monkeypatch):
     """Compressing into the reused buffer gives exactly what numcodecs.Blosc.encode gives."""
+    monkeypatch.delenv("SSCXR_NO_FASTPATH", raising=False)
     codec = numcodecs.Blosc(cname=cname, clevel=1, shuffle=shuffle)
     compress = BloscInto(codec)
     assert compress.fn is not None  # the c-blosc symbol is found with this numcodecs
