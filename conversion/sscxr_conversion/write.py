@@ -245,7 +245,7 @@ def _finalise_in_memory(store: Store, attrs: Mapping[str, Any]) -> str:
     root = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=False)
     flat: dict[str, Any] = {}
     for path, node in root.members(max_depth=None):
-        meta = node.metadata
+        meta: Any = node.metadata
         flat[path] = dataclasses.replace(meta, consolidated_metadata=None) if group_meta(meta) else meta
     root_meta = dataclasses.replace(root.metadata, consolidated_metadata=None,
                                     attributes={**root.attrs.asdict(), **attrs, "sscxr_status": STATUS_COMPLETE})
