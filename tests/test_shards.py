@@ -115,6 +115,21 @@ def test_whole_array_encoder_declines_other_layouts(tmp_path):
         array_chunks(arr, np.zeros((4, 5)))
 
 
+@pytest.mark.parametrize(("dtype", "fill", "empty"), [("float64", np.nan, np.nan), ("bool", False, False),
+                                                     ("int64", -1, -1)])
+def test_whole_arrays_skip_empty_chunks_as_zarr_does(tmp_path, dtype, fill, empty):
+    """With ``skip_empty`` the chunk objects are exactly those zarr's ``array[...] =`` writes (the
+    converter's fast group encoder and to_zarr must store the same objects)."""
+    data = np.full((5, 7), empty, dtype=dtype)
+    data[0, 0] = 1
+    data[4, 6] = 1  # a padded edge chunk holding data
+    arr = _plain(tmp_path / "a.zarr", (5, 7), (2, 3), dtype, fill)
+    blobs = array_chunks(arr, data, skip_empty=True)
+    assert blobs is not None and sorted(blobs) == ["c/0/0", "c/2/2"]
+    assert blobs == _zarr_written(arr, data)
+    assert len(array_chunks(arr, data)) == 3 * 3  # by default every chunk (raw blocks overwrite whole regions)
+
+
 def _zarr_written(array: zarr.Array, data: np.ndarray) -> dict[str, bytes]:
     """The chunk objects zarr itself writes for ``data`` (into a copy of ``array``'s metadata)."""
     twin = zarr.create_array(zarr.storage.MemoryStore(), name="x", shape=array.shape, dtype=array.dtype,
