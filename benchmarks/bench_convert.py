@@ -17,7 +17,6 @@ Modes alternate within each repeat; best and median are reported.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics

@@ -42,7 +42,6 @@ import crc32c
 import numcodecs
 import numpy as np
 import zarr
-from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.buffer import default_buffer_prototype
 from zarr.codecs.sharding import ShardingCodecIndexLocation
