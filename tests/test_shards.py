@@ -115,6 +115,21 @@ def test_whole_array_encoder_declines_other_layouts(tmp_path):
         array_chunks(arr, np.zeros((4, 5)))
 
 
+@pytest.mark.parametrize(("dtype", "fill", "empty"), [("float64", np.nan, np.nan), ("bool", False, False),
+                                                     ("int64", -1, -1)])
+def test_whole_arrays_skip_empty_chunks_as_zarr_does(tmp_path, dtype, fill, empty):
+    """With ``skip_empty`` the chunk objects are exactly those zarr's ``array[...] =`` writes (the
+    converter's fast group encoder and to_zarr must store the same objects)."""
+    data = np.full((5, 7), empty, dtype=dtype)
+    data[0, 0] = 1
+    data[4, 6] = 1  # a padded edge chunk holding data
+    arr = _plain(tmp_path / "a.zarr", (5, 7), (2, 3), dtype, fill)
+    blobs = array_chunks(arr, data, skip_empty=True)
+    assert blobs is not None and sorted(blobs) == ["c/0/0", "c/2/2"]
+    assert blobs == _zarr_written(arr, data)
+    assert len(array_chunks(arr, data)) == 3 * 3  # by default every chunk (raw blocks overwrite whole regions)
+
+
 def _zarr_written(array: zarr.Array, data: np.ndarray) -> dict[str, bytes]:
     """The chunk objects zarr itself writes for ``data`` (into a copy of ``array``'s metadata)."""
     twin = zarr.create_array(zarr.storage.MemoryStore(), name="x", shape=array.shape, dtype=array.dtype,
@@ -130,7 +145,8 @@ def _zarr_written(array: zarr.Array, data: np.ndarray) -> dict[str, bytes]:
     (np.array([["a", "bb", "ccc"], ["", "", "d"]], dtype=object), (2, 2)),  # a padded edge chunk
     (np.array(["only"], dtype=object), (1,)),
 ])
-def test_codec_chunks_are_the_objects_zarr_writes(data, chunks):
+def test_codec_chunks_are_the_objects_zarr_writes(data, chunks, monkeypatch):
+    monkeypatch.delenv("SSCXR_NO_FASTPATH", raising=False)  # a fast path (sscxr_conversion._zarr_fastpath)
     arr = zarr.create_array(zarr.storage.MemoryStore(), name="s", shape=data.shape, dtype=str, chunks=chunks,
                             zarr_format=3)
     blobs = codec_chunks(arr, data)
@@ -141,7 +157,8 @@ def test_codec_chunks_are_the_objects_zarr_writes(data, chunks):
     np.testing.assert_array_equal(zarr.open_array(store, path="s", mode="r")[...], data.astype(str))
 
 
-def test_codec_chunks_skip_fill_chunks_as_zarr_does_and_decline_sharding(tmp_path):
+def test_codec_chunks_skip_fill_chunks_as_zarr_does_and_decline_sharding(tmp_path, monkeypatch):
+    monkeypatch.delenv("SSCXR_NO_FASTPATH", raising=False)
     data = np.array([1.0, np.nan, np.nan, np.nan, 2.0])
     arr = _plain(tmp_path / "f.zarr", (5,), (2,), "float64", np.nan)
     blobs = codec_chunks(arr, data)
@@ -262,8 +279,9 @@ def test_part_sink_writes_objects_part_by_part(tmp_path, where, request):
 @pytest.mark.parametrize("shuffle", [numcodecs.Blosc.SHUFFLE, numcodecs.Blosc.BITSHUFFLE, numcodecs.Blosc.NOSHUFFLE,
                                      numcodecs.Blosc.AUTOSHUFFLE])
 @pytest.mark.parametrize("cname", ["lz4", "zstd"])
-def test_blosc_into_gives_numcodecs_bytes(cname, shuffle):
+def test_blosc_into_gives_numcodecs_bytes(cname, shuffle, monkeypatch):
     """Compressing into the reused buffer gives exactly what numcodecs.Blosc.encode gives."""
+    monkeypatch.delenv("SSCXR_NO_FASTPATH", raising=False)
     codec = numcodecs.Blosc(cname=cname, clevel=1, shuffle=shuffle)
     compress = BloscInto(codec)
     assert compress.fn is not None  # the c-blosc symbol is found with this numcodecs

@@ -1,5 +1,9 @@
 """The conversion pipeline: describe inputs -> read -> template -> group writes -> finalise.
 
+Read, then write: the readers return finished, labeled ``xr.Dataset`` groups and know nothing of
+the store; only then is the store created (the template), the groups written and the store
+finalised.
+
 It only wires steps; reading lives in ``readers/``, writing in ``write.py``, task execution in
 ``tasks.py``.
 """
@@ -78,7 +82,6 @@ class ReadyGroups:
 
     groups: list[tuple[str, xr.Dataset]]
     needs_summary: bool = False
-    prewritten: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # path -> early arrays
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -158,19 +161,10 @@ def convert(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, 
         target = pub.version_url
         if client is None:
             prestart_workers(target, workers=workers, scheduler=scheduler)  # their imports overlap the read
-        early = None
-        if spec.archive == "ssc-1" and not pub.resuming:  # dF/F goes to the store while the file inflates
-            early = write.EarlyArrays(write.open_store(target, storage_options, mode="w"), target, spec,
-                                      overwrite=False)
-        try:
-            plan = read_plan(src, spec, early=early, progress=progress)
-        except BaseException:
-            if early is not None:
-                early.abandon()
-            raise
+        plan = read_plan(src, spec, progress=progress)
         result = write_plan(target, plan, spec, storage_options=storage_options, workers=workers,
                             scheduler=scheduler, overwrite=False, resume=pub.resuming, progress=progress,
-                            early=early, client=client)
+                            client=client)
         pub.publish(result.content_version)
     return replace(result, url=pub.url, version_url=target)
 
@@ -185,55 +179,31 @@ def _up_to_date(pub: Publication, spec: ConversionSpec) -> ConversionResult:
                             str(attrs.get("content_version", "")), [], version_url=url)
 
 
-def read_plan(src: str | os.PathLike, spec: ConversionSpec, early: write.EarlyArrays | None = None, *,
-              progress: bool = False) -> ReadPlan:
+def read_plan(src: str | os.PathLike, spec: ConversionSpec, *, progress: bool = False) -> ReadPlan:
     """The :class:`ReadPlan` of SRC for ``spec.archive`` (``"ssc-1"`` or ``"ssc-11"``).
 
-    With ``early`` (ssc-1), each subvolume's dF/F is written while the rest of the file is read.
+    Nothing is written: the plan holds finished groups (or tasks that build them).
     With ``progress``, byte bars show the reading (:mod:`.progress`), the raw pass's too.
+
+    >>> plan = read_plan("an197522_2013_03_08_session.mat", ConversionSpec(archive="ssc-1"))  # doctest: +SKIP
+    >>> sorted(plan.groups)[:2]                                                               # doctest: +SKIP
+    ['behavior/events', 'behavior/whisker']
     """
     if spec.archive == "ssc-11":
         from .ssc11_pipeline import read_animal
 
         return read_animal(src, spec, progress=progress)
-    attrs, groups, tasks, warnings = read_ssc1(src, spec, early=early, progress=progress)
+    attrs, groups, tasks, warnings = read_ssc1(src, spec, progress=progress)
     raw = None
     if spec.raw:
         from .raw import RawStep
 
         raw = RawStep(src, {**groups, **{p: ds for t in tasks for p, ds in t}}, spec, progress=progress)
-    ready = [ReadyGroups(t, prewritten={p: early.layouts(p) for p, _ in t} if early else {}) for t in tasks]
+    ready = [ReadyGroups(t) for t in tasks]
     return ReadPlan(attrs, groups, ready, len(tasks), warnings, raw=raw)
 
 
-TSA_ENTRY = re.compile(r"^s\.timeSeriesArrayHash\.value\{\d+\}$")
-STREAMED = ("s", "s.timeSeriesArrayHash", "s.timeSeriesArrayHash.value")
-
-
-def _early_dff(early: write.EarlyArrays, file: str) -> Callable[[str, Any], None]:
-    """An ``on_item`` handler writing each imaging entry's dF/F as soon as it is parsed and
-    putting a :class:`~.write.StoredArray` in its place in the parsed tree, so the session's
-    dF/F (most of the file) is never all in memory at once.
-
-    Only entries whose group name is certain from the entry alone (one ``fov_VVPPP`` number in
-    its planes' file lists) are written early; anything unusual is left to the labeling, which
-    names the problem.
-    """
-    from .readers._matfile import MatNode
-    from .readers.imaging import read_entry_dff
-
-    def handle(path: str, value: Any) -> None:
-        if not TSA_ENTRY.match(path):
-            return
-        found = read_entry_dff(MatNode(value, path, file))
-        if found is not None:
-            vv, dff = found
-            value.valueMatrix = early.write(f"imaging/subvolume_{vv:02d}", "dff", ("cell", "time"), dff)
-
-    return handle
-
-
-def read_ssc1(src: str | os.PathLike, spec: ConversionSpec, early: write.EarlyArrays | None = None,
+def read_ssc1(src: str | os.PathLike, spec: ConversionSpec,
               progress: bool = False) -> tuple[dict, dict, list, list[str]]:
     """Read an ssc-1 session: root attrs, small groups (driver) and per-subvolume task groups."""
     records: list[SourceRecord] = []
@@ -244,10 +214,9 @@ def read_ssc1(src: str | os.PathLike, spec: ConversionSpec, early: write.EarlyAr
     with ThreadPoolExecutor(2) as pool:  # hash while loading: sha256 and zlib release the GIL
         record = pool.submit(lambda: member.record)
         pool.submit(_warm_imports)
-        hooks: dict[str, Any] = {} if early is None else {"on_item": _early_dff(early, member.name), "descend": STREAMED}
         source, bar = counted_source(member.source, member.name, enabled=progress)  # bytes as they are read
         with closing(bar):
-            content = read_session(load_mat(source, name=member.name, variable="s", **hooks))
+            content = read_session(load_mat(source, name=member.name, variable="s"))
         records.insert(0, record.result())
     del member
     if spec.raw:  # the raw pass streams on (a second pass) and records the tarball itself
@@ -277,10 +246,10 @@ def _subvolume_tasks(groups: Mapping[str, xr.Dataset]) -> list[list[tuple[str, x
 
 def write_plan(dest: str, plan: ReadPlan, spec: ConversionSpec, *, storage_options: Mapping[str, Any] | None,
                workers: int | None, scheduler: str | None, overwrite: bool, resume: bool,
-               progress: bool, early: write.EarlyArrays | None = None, client: Any = None) -> ConversionResult:
+               progress: bool, client: Any = None) -> ConversionResult:
     """Template, independent tasks, driver groups, the plan's finish, finalise."""
     store = write.open_store(dest, storage_options, mode="w")
-    done = write.prepare(store, dest, overwrite=overwrite, resume=resume, attrs=plan.attrs, early=early)
+    done = write.prepare(store, dest, overwrite=overwrite, resume=resume, attrs=plan.attrs)
     written: list[str] = []
     summaries: dict[int, Any] = {}
     jobs = ((dest, i, t, spec, not all(p in done for p in t.paths)) for i, t in enumerate(plan.tasks))
@@ -322,8 +291,7 @@ def _run_task(url: str, index: int, task: GroupTask, spec: ConversionSpec,
         if not write_groups:
             return index, [], summary
         store = write.open_store(url, options_for(url), mode="w")
-        early = getattr(task, "prewritten", {})
-        return index, [write.write_group(store, path, ds, spec, prewritten=early.get(path)) for path, ds in groups], summary
+        return index, [write.write_group(store, path, ds, spec) for path, ds in groups], summary
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:

@@ -21,14 +21,14 @@ whole in one go, such as a subvolume's dF/F matrix: each chunk is the Blosc-comp
 bytes of the chunk, padded with the fill value at the array's edges.
 
 Compression is numcodecs' Blosc (the library zarr's ``BloscCodec`` itself calls), which releases
-the GIL, so two tasks encode on two cores.
+the GIL, so two tasks encode on two cores. Everything here uses public APIs, except what
+:mod:`._zarr_fastpath` does behind its switch (:func:`codec_chunks`, and :class:`BloscInto`'s
+direct call into c-blosc), each with a public fallback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
 import itertools
 import os
 import queue
@@ -42,13 +42,19 @@ import crc32c
 import numcodecs
 import numpy as np
 import zarr
-from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.buffer import default_buffer_prototype
 from zarr.codecs.sharding import ShardingCodecIndexLocation
-from zarr.core.chunk_grids import RegularChunkGrid
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 from zarr.storage import LocalStore
+
+from sscxr._zarr_compat import sync
+
+from . import _zarr_fastpath
+from ._zarr_fastpath import codec_chunks
+
+__all__ = ["BloscInto", "PartSink", "WriteBehind", "WRITE_BEHIND", "array_chunks", "chunk_key", "codec_chunks",
+           "encode_shard", "index_parts", "put_many", "region_chunks", "regular_chunks", "shard_index",
+           "shard_parts", "shard_writer", "sharded_layout"]
 
 EMPTY = np.iinfo(np.uint64).max  # the index entry of an inner chunk that is not stored
 
@@ -101,7 +107,10 @@ def sharded_layout(array: zarr.Array) -> tuple[Any, tuple[int, ...], tuple[int, 
             and sharding.index_location == ShardingCodecIndexLocation.end
             and _little(inner[0]) and _little(index[0]) and array.dtype.itemsize == inner[1].typesize):
         return None
-    return _numcodecs_blosc(inner[1]), tuple(meta.chunk_grid.chunk_shape), tuple(sharding.chunk_shape)  # type: ignore[attr-defined]
+    shard_shape = regular_chunks(array)
+    if shard_shape is None:
+        return None
+    return _numcodecs_blosc(inner[1]), shard_shape, tuple(sharding.chunk_shape)
 
 
 def shard_index(shard_shape: tuple[int, ...], chunk_shape: tuple[int, ...]) -> np.ndarray:
@@ -116,23 +125,28 @@ def index_parts(index: np.ndarray) -> list[bytes]:
     return [raw_index, np.uint32(crc32c.crc32c(raw_index)).astype("<u4").tobytes()]
 
 
-def array_chunks(array: zarr.Array, data: np.ndarray) -> dict[str, bytes] | None:
+def array_chunks(array: zarr.Array, data: np.ndarray, *, skip_empty: bool = False) -> dict[str, bytes] | None:
     """Every chunk object of ``array`` holding ``data`` (``{store key: bytes}``), or None if its
     layout is not ``bytes`` (little-endian) + ``blosc`` on a regular chunk grid.
+
+    With ``skip_empty``, chunks wholly of the fill value are left out unless the array's
+    ``write_empty_chunks`` is set, as zarr's ``array[...] = data`` does.
 
     >>> blobs = array_chunks(group["dff"], dff)        # doctest: +SKIP
     """
     if data.shape != array.shape:
         raise ValueError(f"data of shape {data.shape} for an array of shape {array.shape}")
-    return region_chunks(array, (0,) * data.ndim, data)
+    return region_chunks(array, (0,) * data.ndim, data, skip_empty=skip_empty)
 
 
-def region_chunks(array: zarr.Array, start: tuple[int, ...], data: np.ndarray) -> dict[str, bytes] | None:
+def region_chunks(array: zarr.Array, start: tuple[int, ...], data: np.ndarray, *,
+                  skip_empty: bool = False) -> dict[str, bytes] | None:
     """The chunk objects of ``array`` for ``data`` written at ``start`` (``{store key: bytes}``),
     or None for a layout this module does not encode (then use ``array[...] = data``).
 
     ``start`` must be chunk-aligned and ``data`` must cover whole chunks except at the array's
-    edge (edge chunks are padded with the fill value, as zarr does).
+    edge (edge chunks are padded with the fill value, as zarr does). ``skip_empty``: as for
+    :func:`array_chunks`.
 
     >>> blobs = region_chunks(group["frame_present"], (2, 128), present[None])  # doctest: +SKIP
     """
@@ -142,51 +156,13 @@ def region_chunks(array: zarr.Array, start: tuple[int, ...], data: np.ndarray) -
     codec, chunk_shape = layout
     _check_whole(start, data.shape, chunk_shape, array.shape, "chunks")
     data = data.astype(array.dtype.newbyteorder("<"), copy=False)
+    skip_empty = skip_empty and not array.async_array.config.write_empty_chunks
     blobs = {}
     for pos, chunk in _chunks_of(data, chunk_shape):
+        if skip_empty and _all_fill(chunk, array.fill_value):
+            continue
         key = chunk_key(array, tuple(s // c + p for s, c, p in zip(start, chunk_shape, pos, strict=True)))
         blobs[key] = bytes(codec.encode(_padded(chunk, chunk_shape, array.fill_value)))
-    return blobs
-
-
-def codec_chunks(array: zarr.Array, data: np.ndarray) -> dict[str, bytes] | None:
-    """Every chunk object of ``array`` holding ``data``, encoded in this thread by the array's own
-    codecs (each codec's synchronous encoder, as zarr's pipeline runs them), or None when the
-    layout is not one array-to-bytes codec followed by bytes-to-bytes codecs on a regular grid.
-
-    For the layouts :func:`array_chunks` does not encode, such as variable-length strings
-    (``vlen-utf8`` + ``zstd``): ``array[...] = data`` costs ~1.5 ms of event-loop round trips
-    per array, ~60 arrays of a session. As zarr does, chunks equal to the fill value are not
-    written (unless the array's ``write_empty_chunks`` is set); edge chunks are padded with it.
-
-    >>> blobs = codec_chunks(group["kind"], np.array(["touch", "lick"], dtype=object))  # doctest: +SKIP
-    """
-    meta = array.metadata
-    codecs: list[Any] = list(getattr(meta, "codecs", ()))
-    if (not codecs or not isinstance(codecs[0], ArrayBytesCodec) or isinstance(codecs[0], ShardingCodec)
-            or not all(isinstance(c, BytesBytesCodec) for c in codecs[1:])
-            or not all(hasattr(c, "_encode_sync") for c in codecs)
-            or not isinstance(getattr(meta, "chunk_grid", None), RegularChunkGrid)):
-        return None
-    if data.shape != array.shape:
-        raise ValueError(f"data of shape {data.shape} for an array of shape {array.shape}")
-    chunk_shape = tuple(meta.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
-    config, proto = array.async_array.config, default_buffer_prototype()
-    data = np.asarray(data, dtype=array.dtype)
-    head: Any = codecs[0]  # zarr's codecs encode synchronously through this (private) method
-    blobs = {}
-    for pos, chunk in _chunks_of(data, chunk_shape):
-        spec = meta.get_chunk_spec(pos, config, proto)
-        chunk = _padded(chunk, chunk_shape, spec.fill_value)
-        if not config.write_empty_chunks and _all_fill(chunk, spec.fill_value):
-            continue
-        encoded = head._encode_sync(proto.nd_buffer.from_numpy_array(chunk), spec)
-        for codec in codecs[1:]:
-            if encoded is None:
-                break
-            encoded = codec._encode_sync(encoded, spec)
-        if encoded is not None:
-            blobs[chunk_key(array, pos)] = encoded.to_bytes()
     return blobs
 
 
@@ -225,10 +201,24 @@ def _plain_layout(array: zarr.Array) -> tuple[Any, tuple[int, ...]] | None:
     meta = array.metadata
     codecs: list[Any] = list(getattr(meta, "codecs", ()))
     if not (len(codecs) == 2 and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], BloscCodec)
-            and _little(codecs[0]) and array.dtype.itemsize == codecs[1].typesize
-            and isinstance(getattr(meta, "chunk_grid", None), RegularChunkGrid)):
+            and _little(codecs[0]) and array.dtype.itemsize == codecs[1].typesize):
         return None
-    return _numcodecs_blosc(codecs[1]), tuple(meta.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
+    chunk_shape = regular_chunks(array)
+    return None if chunk_shape is None else (_numcodecs_blosc(codecs[1]), chunk_shape)
+
+
+def regular_chunks(array: zarr.Array) -> tuple[int, ...] | None:
+    """The shape of ``array``'s chunks (its shards, when sharded) on a regular chunk grid, else None
+    (read from the grid's metadata document, as the zarr v3 spec names it).
+
+    >>> regular_chunks(zarr.create_array(zarr.storage.MemoryStore(), shape=(10,), chunks=(4,), dtype="u1"))
+    (4,)
+    """
+    grid = getattr(array.metadata, "chunk_grid", None)
+    doc = grid.to_dict() if grid is not None and hasattr(grid, "to_dict") else {}
+    if doc.get("name") != "regular":
+        return None
+    return tuple(int(n) for n in doc["configuration"]["chunk_shape"])
 
 
 def _numcodecs_blosc(blosc: BloscCodec) -> Any:
@@ -493,12 +483,14 @@ class BloscInto:
     ~0.5 MB bytes object per inner chunk. Dask workers trim freed memory at once
     (``MALLOC_TRIM_THRESHOLD_=65536``), so each of those was a fresh mmap, page-faulted in: 16x
     the page faults of a block task on local threads. Falls back to ``codec.encode`` when that
-    symbol cannot be found (a numcodecs that no longer ships c-blosc 1).
+    symbol cannot be found (a numcodecs that no longer ships c-blosc 1), when the numcodecs
+    version is not one this is tested with, and with ``SSCXR_NO_FASTPATH=1``
+    (:mod:`._zarr_fastpath`, fast path ``blosc into``).
     """
 
     def __init__(self, codec: Any):
         self.codec = codec
-        self.fn = _blosc_compress_ctx()
+        self.fn = _zarr_fastpath.blosc_compress_ctx()
         self.out = np.empty(0, np.uint8)
 
     def __call__(self, chunk: np.ndarray) -> bytes | memoryview:
@@ -515,18 +507,6 @@ class BloscInto:
         if n <= 0:
             raise RuntimeError(f"blosc_compress_ctx failed ({n}) on a chunk of {chunk.nbytes} bytes")
         return memoryview(self.out.data)[:n]
-
-
-@functools.cache
-def _blosc_compress_ctx() -> Any:
-    try:
-        fn = ctypes.CDLL(numcodecs.blosc.__file__).blosc_compress_ctx  # ctypes releases the GIL while it runs
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p,
-                   ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
 
 
 def _little(codec: BytesCodec) -> bool:

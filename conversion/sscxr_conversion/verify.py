@@ -24,7 +24,7 @@ def verify(src: str | os.PathLike, dest: str, *, storage_options: Mapping[str, A
 
     Returns the mismatches (NaN-aware); raises :class:`~sscxr.errors.VerificationError` listing
     them all when there are any and ``raise_on_mismatch``. A store whose conversion did not
-    finish is not compared (its missing groups would read as missing or, written early, as
+    finish is not compared (its missing groups would read as missing or, partly written, as
     matching): :class:`~sscxr.errors.IncompleteStoreError`, naming ``--resume``. Tasks are built
     one at a time, so verifying holds one task's groups in memory, as converting does.
     """

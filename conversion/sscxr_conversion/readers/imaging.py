@@ -50,23 +50,6 @@ def read_subvolume(s: MatNode, entry: MatNode, descr: MatNode | None, *, key: st
     return ds, rois
 
 
-def read_entry_dff(entry: MatNode) -> tuple[int, np.ndarray] | None:
-    """``(subvolume number, dF/F)`` of an imaging entry, if its number is certain from the entry
-    alone (its planes name one ``fov_VV...``), else None; also None for anything that is not a
-    well-formed imaging entry (:func:`read_subvolume` reports those)."""
-    if not all(entry.has(f) for f in ("ids", "time", "valueMatrix", "imagingPlane")):
-        return None
-    try:
-        planes = [_plane(p, i) for i, p in enumerate(entry["imagingPlane"].items())]
-        numbers = {p["vv"] for p in planes}
-        if len(numbers) != 1 or None in numbers:
-            return None
-        n_cells, n_time = len(entry["ids"].vector()), len(entry["time"].vector())
-        return numbers.pop(), entry["valueMatrix"].matrix(n_cells, n_time)
-    except ValueError:  # the sscxr errors are ValueErrors: left to the labeling
-        return None
-
-
 def _check_length(node: MatNode, got: int, expected: int, of: str) -> None:
     if got != expected:
         raise InconsistentSourceError(node.file, f"has {got} entries but {of} has {expected}", field=node.path)
