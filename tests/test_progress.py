@@ -106,12 +106,10 @@ class _Bar:
 def test_conversion_progress_counts_source_bytes_while_reading(tmp_path, monkeypatch):
     from sscxr.testing.archives import write_ssc1_session
     from sscxr_conversion import convert, progress
-    from sscxr_conversion.readers import _matstream
 
     truth = write_ssc1_session(tmp_path / "an197522_2013_03_08", preset="tiny", seed=0)
     recorder = _Recorder()
     monkeypatch.setattr(progress, "progress_bar", recorder)
-    monkeypatch.setattr(_matstream, "READ_BLOCK", 32 << 10)  # many reads of a small file, as of a big one
     convert(truth.directory, str(tmp_path / "out.zarr"), progress=True)
 
     reading, writing = recorder.bars[0], recorder.bars[1]

@@ -3,8 +3,7 @@
 A conversion spends most of its time reading (inflating a session ``.mat``, streaming a tarball,
 taking TIFFs and videos) before any group is written. Each reading pass shows a byte bar: the
 parser's file object, or the tarball's, is wrapped in a :class:`CountingReader` that reports every
-byte read to the bar, so the bar moves while the reading happens (the ``.mat`` streaming reader
-pulls its compressed bytes in blocks, ``READ_BLOCK``). Files taken by path (a folder's TIFFs,
+byte read to the bar, so the bar moves while the reading happens. Files taken by path (a folder's TIFFs,
 which write tasks map themselves) count when the converter has taken them.
 
 Bars come from :func:`sscxr._progress.progress_bar`: a widget in a notebook with ipywidgets,

@@ -17,7 +17,7 @@ from sscxr.errors import SourceFormatError
 
 from .progress import CountingReader
 from .provenance import HashingReader, SourceRecord, record_bytes, record_file
-from .readers._matstream import INFLATE_ERRORS
+from .readers._inflate import INFLATE_ERRORS
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 #: bytes per read of a tarball stream: tarfile's default (10 kB) made 215,000 reads, each through

@@ -23,7 +23,7 @@ import numpy as np
 
 from sscxr.errors import InconsistentSourceError, MissingFieldError, SourceFormatError
 
-from ._matstream import INFLATE_ERRORS
+from ._inflate import INFLATE_ERRORS
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -37,8 +37,7 @@ def mat_version(head: bytes) -> str:
     return ""
 
 
-def load_mat(fileobj: IO[bytes] | bytes | os.PathLike[str], *, name: str, variable: str,
-             **removed: object) -> MatNode:
+def load_mat(fileobj: IO[bytes] | bytes | os.PathLike[str], *, name: str, variable: str) -> MatNode:
     """Load the top-level ``variable`` of a MAT file (v5 or v7.3) as a :class:`MatNode`.
 
     ``fileobj`` is a path, a seekable binary file or bytes; ``name`` is used in error messages.
@@ -56,10 +55,6 @@ def load_mat(fileobj: IO[bytes] | bytes | os.PathLike[str], *, name: str, variab
     >>> load_mat(buf.getvalue(), name="x.mat", variable="s")["a"].vector().tolist()
     [1.0, 2.0]
     """
-    if set(removed) - {"on_item", "descend"}:
-        raise TypeError(f"load_mat() got unexpected keyword arguments {sorted(removed)}")
-    # on_item/descend (the converter's early dF/F writes) are gone: ignored until pipeline.py
-    # stops passing them
     if isinstance(fileobj, os.PathLike):
         opened = open(fileobj, "rb")  # noqa: SIM115 - v7.3 nodes read lazily from it: kept open
         lazy = mat_version(opened.read(520)) == "7.3"

@@ -124,15 +124,6 @@ def test_a_scipy_failure_is_not_blamed_on_the_file(session, monkeypatch):
         load_mat(session.mat_path, name="x.mat", variable="s")
 
 
-def test_removed_hooks_are_ignored_and_other_keywords_refused(session):
-    """``on_item``/``descend`` (the converter's early dF/F writes) are gone; pipeline.py may
-    still pass them until it is updated."""
-    node = load_mat(session.mat_path, name="x.mat", variable="s", on_item=print, descend=("s",))
-    assert node.has("timeSeriesArrayHash")
-    with pytest.raises(TypeError, match="unexpected keyword arguments \\['stream'\\]"):
-        load_mat(session.mat_path, name="x.mat", variable="s", stream=True)
-
-
 def test_the_readers_use_no_scipy_internals():
     """MAT files go through scipy.io's public API only (scipy.io imports its own ``_mio5*``):
     a scipy release that moves its internals cannot break the converter."""

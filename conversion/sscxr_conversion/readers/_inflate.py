@@ -23,7 +23,3 @@ except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fall
     _inflate_module = zlib
 
 INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate_module.error)  # damaged DEFLATE data
-
-#: unused since MAT v5 files are read by scipy.io.loadmat; kept only because
-#: tests/test_progress.py still patches it (remove both together)
-READ_BLOCK = 8 << 20
