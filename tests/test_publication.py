@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import sscxr
+from sscxr._fastpath import disabled_by_environment
 from sscxr.errors import IncompleteStoreError, StorageAccessError, StoreExistsError
 from sscxr.testing.archives import write_ssc1_session, write_ssc11_animal
 from sscxr.versions import LOCK, Location
@@ -223,6 +224,24 @@ LOCAL_POINTS = [
 ]
 
 
+def _on_this_path(points: list[tuple[str, KillPoint]], store_set: str) -> list[tuple[str, KillPoint]]:
+    """With ``SSCXR_NO_FASTPATH=1`` finalise consolidates through zarr's public API, which writes
+    each document with the store's ``set`` (atomically on local disk: nothing to tear) instead of
+    :func:`shards.put_many`: kill at the same places in its sequence of writes instead."""
+    if not disabled_by_environment():
+        return points
+    moved = []
+    for scenario, p in points:
+        if p.inside == FIN and p.target.startswith(f"{S}:"):
+            n, when = (p.n + 1, "before") if p.when == "before" else (p.n, "after")
+            p = K(store_set, n, when, inside=FIN, name=f"{p.name} (public path)")
+        moved.append((scenario, p))
+    return moved
+
+
+LOCAL_POINTS = _on_this_path(LOCAL_POINTS, "zarr.storage:LocalStore.set")
+
+
 @pytest.mark.parametrize("scenario, point", LOCAL_POINTS, ids=[p.label for _, p in LOCAL_POINTS])
 def test_kill_local(runner, sources, tmp_path, scenario, point):
     seen = run_kill(runner, Where(str(tmp_path / "x.zarr")), sources, point, scenario)
@@ -279,6 +298,9 @@ SEAWEED_POINTS = [
     ("overwrite", K(f"{OBJ}.delete_dir", inside=COLLECT, name="s3 overwrite: mid-collection")),
     ("overwrite", K(f"{P}._unlock", name="s3 overwrite: unlock")),
 ]
+
+
+SEAWEED_POINTS = _on_this_path(SEAWEED_POINTS, f"{OBJ}.set")
 
 
 @pytest.mark.seaweedfs
