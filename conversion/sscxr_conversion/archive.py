@@ -479,8 +479,7 @@ def _stored_bytes(url: str, storage_options: Mapping[str, Any] | None) -> int:
 
     if _is_local(url):
         return sum(p.stat().st_size for p in Path(_local_path(url)).rglob("*") if p.is_file())
-    from zarr.core.sync import sync
-
+    from sscxr._zarr_compat import sync
     from sscxr.io import make_store
 
     store = make_store(url, storage_options, read_only=True, resolve=False)
