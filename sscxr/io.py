@@ -40,20 +40,6 @@ from zarr.abc.store import Store
 from zarr.storage import StorePath
 
 from . import _stores
-from ._storage_errors import translated as _translated
-from ._stores import (  # noqa: F401  (re-exported: sscxr.io is where users and the converter find them)
-    LOCAL_PROTOCOLS as _LOCAL_PROTOCOLS,
-    OBSTORE_RETRY,
-    Recipe as _Recipe,
-    _obstore_s3_kwargs,
-    _resolve,
-    build as _build,
-    check_writable,
-    make_store,
-    protocol as _protocol,
-    recipe_for as _recipe_for,
-    storage_errors,
-)
 from ._metadata import (
     MetadataCache as _MetadataCache,
     dimension_names as _dimension_names,
@@ -61,6 +47,18 @@ from ._metadata import (
     has_consolidated as _has_consolidated,
     prefetch_indexes as _prefetch_indexes,
     v3_group as _v3_group,
+)
+from ._storage_errors import translated as _translated
+from ._stores import (  # noqa: F401  (re-exported: sscxr.io is where users and the converter find them)
+    LOCAL_PROTOCOLS as _LOCAL_PROTOCOLS,
+    OBSTORE_RETRY,
+    Recipe as _Recipe,
+    _obstore_s3_kwargs,
+    _resolve,
+    check_writable,
+    make_store,
+    protocol as _protocol,
+    storage_errors,
 )
 from .content import (  # noqa: F401  (re-exported)
     VERSION_EXCLUDED_ATTRS,

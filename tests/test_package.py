@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SUBMODULES = ["accessors", "align", "behavior", "catalog", "cli", "demo", "errors", "info", "io", "plot",
+SUBMODULES = ["accessors", "align", "behavior", "catalog", "cli", "content", "credentials", "demo", "errors", "info", "io", "plot",
               "resample", "schema", "summary", "testing", "video"]  # fmt: skip
 
 
