@@ -31,8 +31,8 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-_SUBMODULES = ("accessors", "align", "behavior", "catalog", "cli", "content", "credentials", "dataset", "demo", "errors",
-               "info", "io", "plot", "resample", "response", "schema", "summary", "testing", "versions",
+_SUBMODULES = ("accessors", "align", "behavior", "catalog", "cli", "content", "credentials", "dataset", "demo",
+               "errors", "info", "io", "plot", "resample", "response", "schema", "summary", "testing", "versions",
                "video")  # fmt: skip
 """Public submodules, imported on first attribute access."""
 _FUNCTIONS = {"open_session": "io", "open_animal": "io", "open_store": "io", "open_catalog": "catalog",

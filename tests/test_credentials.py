@@ -129,8 +129,8 @@ def test_a_worker_gets_options_through_the_plugin_not_the_graph(prefixes):
 
     prefix = "memory://reg-worker/stores"
     prefixes.append(prefix)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:  # fmt: skip
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client:
         from sscxr_conversion import tasks
 
         assert client.run(credentials.registered_options, f"{prefix}/x.zarr") == {
