@@ -49,6 +49,8 @@ def _probe_missing(store: Store) -> str:
             import obstore
 
             obstore.get(inner, "zarr.json")
+        elif isinstance(store, zarr.storage.FsspecStore) and getattr(store.fs, "sync_fs", None) is not None:
+            store.fs.sync_fs.cat_file(f"{store.path}/zarr.json")  # a synchronous filesystem behind fsspec's wrapper
         elif isinstance(store, zarr.storage.FsspecStore) and hasattr(store.fs, "_cat_file"):
             from fsspec.asyn import sync as run_sync
 

@@ -35,7 +35,7 @@ from zarr.buffer import default_buffer_prototype
 
 from . import credentials
 from ._storage_errors import diagnose, translated
-from ._zarr_compat import sync
+from ._zarr_compat import on_zarr_loop, sync
 from .errors import MissingDependencyError, SscxrError, StorageAccessError
 
 __all__ = ["OBSTORE_RETRY", "Recipe", "check_writable", "make_store", "recipe_for", "storage_errors", "target"]
@@ -318,7 +318,7 @@ _BUILT_LOCK = threading.Lock()
 def build(recipe: Recipe) -> Store:
     """The store ``recipe`` describes (cached: stores built before the credential registry last
     changed are not reused, they were built with other options)."""
-    key = f"{credentials.generation()}|{recipe.key()}"
+    key = f"{credentials.generation()}|{on_zarr_loop()}|{recipe.key()}"
     store = _BUILT.get(key)
     if store is None:
         store = _build_uncached(recipe)
@@ -346,11 +346,29 @@ def _build_uncached(recipe: Recipe) -> Store:
             options.setdefault("skip_instance_cache", True)  # cached s3fs instances carry their loop
         if protocol(url) in {"s3", "s3a"}:
             options.setdefault("use_listings_cache", False)  # stores are listed again after writes
-        with warnings.catch_warnings():  # sync layers (simplecache::) get zarr's async wrapper
-            warnings.filterwarnings("ignore", message=".*was not created with `asynchronous=True`")
-            store = _SafeFsspecStore.from_url(url, storage_options=options, read_only=recipe.read_only)
+        store = _fsspec_store(url, options, recipe.read_only)
     store._sscxr_recipe = recipe
     return store  # type: ignore[no-any-return]
+
+
+def _fsspec_store(url: str, options: dict[str, Any], read_only: bool) -> Any:
+    """An fsspec-backed store for ``url``.
+
+    With zarr's event loop (:func:`sscxr._zarr_compat.on_zarr_loop`), an asynchronous
+    filesystem driven on that loop, as zarr builds it. Without it, sscxr's own store calls run on
+    fresh event loops, where an asynchronous s3fs (whose client is bound to the loop it started
+    on) fails: the filesystem is then a synchronous one, doing its I/O on fsspec's own loop
+    thread, behind fsspec's public async wrapper, which any event loop may drive (slower).
+    """
+    if on_zarr_loop():
+        with warnings.catch_warnings():  # sync layers (simplecache::) get zarr's async wrapper
+            warnings.filterwarnings("ignore", message=".*was not created with `asynchronous=True`")
+            return _SafeFsspecStore.from_url(url, storage_options=options, read_only=read_only)
+    import fsspec
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+    fs, path = fsspec.url_to_fs(url, **options)
+    return _SafeFsspecStore(fs=AsyncFileSystemWrapper(fs, asynchronous=True), path=path, read_only=read_only)
 
 
 def make_store(url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None,

@@ -49,6 +49,16 @@ def _zarr_sync() -> Callable[..., Any] | None:
     return _checked[0]
 
 
+def on_zarr_loop() -> bool:
+    """Whether :func:`sync` runs coroutines on zarr's own event loop here (the fast path): stores
+    whose client is bound to an event loop (asynchronous s3fs) work only then.
+
+    >>> on_zarr_loop() in (True, False)
+    True
+    """
+    return _zarr_sync() is not None
+
+
 def run_on_fresh_loop(coro: Coroutine[Any, Any, T]) -> T:
     """The public path: run ``coro`` to completion on a new event loop in a worker thread."""
     with ThreadPoolExecutor(1) as pool:

@@ -207,3 +207,20 @@ def test_exit_now_runs_the_exit_handlers_either_way(no_fastpath):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 3, out.stderr
     assert out.stdout == "outhandlers ran\n"
+
+
+def test_s3fs_store_on_the_public_path_reads_the_same(moto_server, moto_session_store, monkeypatch):
+    """Off zarr's event loop, sscxr's own store calls run on fresh loops, where an asynchronous
+    s3fs client fails ("Event loop is closed"): the store is then a synchronous s3fs behind
+    fsspec's public async wrapper, with the same values."""
+    pytest.importorskip("s3fs")
+    url, source = moto_session_store
+    monkeypatch.setenv("SSCXR_S3_CLIENT", "s3fs")
+    monkeypatch.setenv(_fastpath.ENV, "1")
+    options = moto_server.storage_options()
+    store = sio.make_store(url, options)
+    assert type(store.fs).__name__ == "AsyncFileSystemWrapper"
+    group = sio.open_group(url, "imaging/subvolume_01", storage_options=options)
+    np.testing.assert_array_equal(group.dff.values, source["imaging/subvolume_01"].dff.values)
+    assert sio.content_version(url, options) == source.attrs["content_version"]
+    sio.check_writable(url.rsplit("/", 1)[0] + "/probe.zarr", options)
