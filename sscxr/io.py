@@ -17,9 +17,16 @@ obstore does not read.
 
 Credentials never leave the process that was given them: stores built here pickle (for dask
 graphs, ``distributed`` workers, ``cloudpickle``) without any secret. Unpickled in the same
-process they find the secret again in a process-local registry; elsewhere they fall back to the
-worker's own credential chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, roles; with s3fs
-also ``~/.aws`` profiles).
+process they find the secret again in the process-local credential registry
+(:mod:`sscxr.credentials`); elsewhere they use the options registered there for their URL
+(:func:`register_worker_credentials`), else the worker's own credential chain
+(``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, roles; with s3fs also ``~/.aws`` profiles).
+
+This module opens stores; the other jobs live beside it and their public names are re-exported
+here: building stores (:func:`make_store`, :func:`check_writable`, :func:`storage_errors`:
+``sscxr._stores``), content versions (:func:`content_version`, :func:`version_of_metadata`:
+:mod:`sscxr.content`) and credentials (:func:`register_credentials`,
+:func:`register_worker_credentials`: :mod:`sscxr.credentials`).
 """
 
 from __future__ import annotations
