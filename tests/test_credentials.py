@@ -158,6 +158,7 @@ def test_the_plugin_hides_its_options():
 
 def test_zarr_sync_public_path_gives_the_same_result(monkeypatch, session_store):
     url, _ = session_store
+    monkeypatch.delenv(_fastpath.ENV, raising=False)  # (the CI run with every fast path off)
     store = sio.make_store(url)
     fast = _zarr_compat.sync(store.get("zarr.json", zarr.buffer.default_buffer_prototype())).to_bytes()
     monkeypatch.setenv(_fastpath.ENV, "1")
@@ -168,6 +169,7 @@ def test_zarr_sync_public_path_gives_the_same_result(monkeypatch, session_store)
 
 
 def test_zarr_sync_on_an_untested_zarr_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.delenv(_fastpath.ENV, raising=False)
     monkeypatch.setattr(_zarr_compat, "_checked", [])
     monkeypatch.setattr(_zarr_compat, "ZARR_VERSIONS", {"at_least": "99.0"})
     _fastpath.reset(_zarr_compat.FAST_SYNC)
@@ -187,6 +189,7 @@ def test_lazy_array_public_path_is_dask_with_the_same_values(monkeypatch):
     import xarray as xr
 
     data = np.arange(60).reshape(5, 12)
+    monkeypatch.delenv(_fastpath.ENV, raising=False)
     fast = xr.DataArray(_xarray_compat.lazy_array(data, ((2, 3), (12,))), dims=("a", "b"))
     monkeypatch.setenv(_fastpath.ENV, "1")
     public = xr.DataArray(_xarray_compat.lazy_array(data, ((2, 3), (12,))), dims=("a", "b"))
