@@ -36,7 +36,6 @@ import importlib.util
 import os
 import re
 import secrets
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
@@ -47,6 +46,13 @@ from zarr.abc.store import Store
 from zarr.storage import StorePath
 
 from . import _stores
+from ._checks import (  # noqa: F401  (ARCHIVE_OPENERS: re-exported)
+    ARCHIVE_OPENERS,
+    check_root as _check_root,
+    check_version as _check_version,
+    refuse_removed as _refuse_removed,
+    refuse_unfinished as _refuse_unfinished,
+)
 from ._metadata import (
     MetadataCache as _MetadataCache,
     dimension_names as _dimension_names,
@@ -73,7 +79,6 @@ from .content import (  # noqa: F401  (re-exported)
     _version_of_group,
     content_version,
     version_of_metadata,
-    versions_of_group as _versions_of_group,
 )
 from .credentials import (  # noqa: F401  (re-exported)
     is_secret as _is_secret,
@@ -82,7 +87,7 @@ from .credentials import (  # noqa: F401  (re-exported)
     register_worker_credentials,
     secret_values as _secret_values,
 )
-from .errors import IncompleteStoreError, MissingDependencyError, SchemaError, SscxrError, StoreVersionWarning
+from .errors import MissingDependencyError, SchemaError, SscxrError
 
 __all__ = [
     "ANALYSIS_BLOCK_BYTES",
@@ -120,7 +125,6 @@ A real subvolume's dF/F (1,500 cells x 45,150 frames, float64, store chunks of 3
 Each block is a whole number of store chunks, and every frame of its cells: analyses along
 ``time`` (trial tensors, event responses) need no rechunking."""
 
-ARCHIVE_OPENERS = {"ssc-1": "sscxr.open_session", "ssc-11": "sscxr.open_animal"}
 
 
 class GroupNotFoundError(SscxrError, KeyError):
@@ -200,68 +204,6 @@ def _open_root(target: StoreLike, storage_options: Mapping[str, Any] | None
         else:  # zarr v2, or nothing there (zarr says which)
             root = zarr.open_group(store, mode="r")
     return url, store, root, recipe
-
-
-def _refuse_removed(url: str, resolved: str) -> None:
-    """``url`` named a version that has no root document by the time it is read: removed."""
-    from .versions import VERSIONS_SUFFIX
-
-    if resolved != url and VERSIONS_SUFFIX + "/" in resolved:
-        from .errors import StoreChangedError
-
-        raise StoreChangedError(f"{url}: the version it named ({resolved}) was removed while it was being opened "
-                                "(newer conversions replaced it): open it again to read the current version")
-
-
-def _refuse_unfinished(url: str, storage_options: Mapping[str, Any] | None) -> None:
-    """Nothing published at ``url``: an :class:`IncompleteStoreError` if a conversion is unfinished."""
-    from .versions import VERSIONS_SUFFIX, Location
-
-    if VERSIONS_SUFFIX + "/" in url:
-        return
-    unfinished = Location(url, storage_options).unfinished()
-    if unfinished:
-        raise IncompleteStoreError(
-            f"{url}: nothing is published there yet: its conversion did not finish "
-            f"({unfinished[-1].url}); finish it with `sscxr convert SRC {url} --resume`"
-        )
-
-
-def _check_root(url: str, attrs: Mapping[str, Any], archive: str | None, require_complete: bool) -> None:
-    if "archive" not in attrs:
-        raise SchemaError(["root attrs: missing 'archive': this is not an sscxr store"], where=url)
-    if archive is not None and attrs["archive"] != archive:
-        raise SchemaError(
-            [f"root attrs: archive is {attrs['archive']!r}, expected {archive!r}: open it with "
-             f"{ARCHIVE_OPENERS.get(str(attrs['archive']), 'sscxr.open_store')}()"],
-            where=url,
-        )  # fmt: skip
-    status = attrs.get("sscxr_status")
-    if require_complete and status != "complete":
-        raise IncompleteStoreError(
-            f"{url}: conversion did not finish (root attr sscxr_status is {status!r}, expected "
-            f"'complete'); finish it with `sscxr convert SRC {url} --resume`"
-        )
-
-
-def _check_version(url: str, root: zarr.Group, check_version: str | bool) -> None:
-    actual, known = _versions_of_group(root)  # a store converted before scheme 2 keeps its pins
-    recorded = root.attrs.get("content_version")
-    if recorded is not None and recorded not in known:
-        warnings.warn(
-            f"{url}: metadata changed after conversion (recorded content_version {recorded}, "
-            f"now {actual})",
-            StoreVersionWarning,
-            stacklevel=3,
-        )
-    if isinstance(check_version, str) and check_version not in known:
-        warnings.warn(
-            f"{url}: content version is {actual}, but {check_version} was pinned (by a catalog "
-            "entry?): the store was re-converted since; refresh the pin with "
-            "sscxr.catalog.build_catalog, or open the store the pin was made for",
-            StoreVersionWarning,
-            stacklevel=3,
-        )
 
 
 def _select_groups(root: zarr.Group, patterns: Sequence[str], url: str) -> list[str]:
