@@ -39,6 +39,11 @@ class _OuterIndexed(BackendArray):
         self.array, self._indexing = array, indexing
         self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
 
+    def __getattr__(self, name: str) -> Any:  # the wrapped array's own attributes (its state, in tests)
+        if name in ("array", "_indexing"):  # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.array, name)
+
     def __getitem__(self, key: Any) -> Any:
         indexing = self._indexing
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER,
