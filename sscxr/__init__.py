@@ -31,8 +31,9 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-_SUBMODULES = ("accessors", "align", "behavior", "catalog", "cli", "dataset", "demo", "errors", "info", "io", "plot",
-               "resample", "response", "schema", "summary", "testing", "versions", "video")  # fmt: skip
+_SUBMODULES = ("accessors", "align", "behavior", "catalog", "cli", "content", "credentials", "dataset", "demo",
+               "errors", "info", "io", "plot", "resample", "response", "schema", "summary", "testing", "versions",
+               "video")  # fmt: skip
 """Public submodules, imported on first attribute access."""
 _FUNCTIONS = {"open_session": "io", "open_animal": "io", "open_store": "io", "open_catalog": "catalog",
               "map_catalog": "dataset"}
@@ -43,8 +44,8 @@ __all__ = ["__version__", *_FUNCTIONS, *_SUBMODULES]
 from . import accessors as _accessors  # noqa: E402,F401  (registers the ``.sscx`` accessors)
 
 if TYPE_CHECKING:  # what the lazy ``__getattr__`` gives, for type checkers and IDEs
-    from . import (accessors, align, behavior, catalog, cli, dataset, demo, info, io, plot, resample, response,
-                   summary, testing, versions, video)
+    from . import (accessors, align, behavior, catalog, cli, content, credentials, dataset, demo, info, io, plot,
+                   resample, response, summary, testing, versions, video)
     from .catalog import open_catalog
     from .dataset import map_catalog
     from .io import open_animal, open_session, open_store

@@ -1,7 +1,9 @@
 """The dask worker plugin that hands storage options (credentials) to workers outside any task graph.
 
-One mechanism for the library and the converter: :func:`sscxr.io.register_worker_credentials`
-registers it, and the converter's ``sscxr_conversion._plugin.StorageOptionsPlugin`` extends it.
+One mechanism for the library and the converter: :func:`sscxr.credentials.register_worker_credentials`
+(also ``sscxr.io.register_worker_credentials``) registers it, and so does the converter
+(``sscxr_conversion.tasks.share_options``). On each worker it fills the one credential registry,
+:mod:`sscxr.credentials`, which both the library's stores and the converter's tasks read.
 The plugin is pickled once to the scheduler and each worker (that is its job); no task carries
 it. Its ``repr`` hides the options.
 """
@@ -19,7 +21,13 @@ __all__ = ["StorageOptionsPlugin"]
 
 class StorageOptionsPlugin(WorkerPlugin):
     """Registers storage options for the URLs under ``url`` in each worker process
-    (:func:`sscxr.io.register_credentials`); one plugin per URL prefix (re-registering replaces it)."""
+    (:func:`sscxr.credentials.register_credentials`); one plugin per URL prefix (re-registering
+    replaces it).
+
+    >>> plugin = StorageOptionsPlugin("s3://bucket/stores", {"key": "K", "secret": "S"})
+    >>> plugin
+    StorageOptionsPlugin('s3://bucket/stores', <2 options hidden>)
+    """
 
     def __init__(self, url: str, storage_options: Mapping[str, Any]):
         self.url = url
@@ -27,7 +35,7 @@ class StorageOptionsPlugin(WorkerPlugin):
         self.name = f"sscxr-storage-options-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
     def setup(self, worker: Any) -> None:
-        from .io import register_credentials
+        from .credentials import register_credentials
 
         register_credentials(self.url, self.storage_options)
 

@@ -9,7 +9,6 @@ with status 130 (SIGINT) or 143 (SIGTERM), the shell's 128 + signal number.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import json
 import os
@@ -93,7 +92,7 @@ def _warn_secret_options(args: argparse.Namespace) -> None:
     options = getattr(args, "storage_options", None)
     if not options:
         return
-    from .io import _is_secret
+    from .credentials import is_secret as _is_secret
 
     def names(value: Any) -> list[str]:
         if isinstance(value, Mapping):
@@ -129,10 +128,9 @@ def run() -> NoReturn:
     _quiet_teardown()
     if "obstore" not in sys.modules:
         sys.exit(code)
-    atexit._run_exitfuncs()  # what finalization would run first: zarr's loop, logging, finalizers
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    from ._exit_compat import exit_now  # atexit's private runner; sys.exit where it cannot be used
+
+    exit_now(code)
 
 
 def _quiet_teardown() -> None:
@@ -274,7 +272,7 @@ def _storage_failures(dest: str, storage_options: Mapping[str, Any] | None) -> I
     """A failure of the storage client writing a remote DEST, from wherever in the conversion it
     comes, as one :class:`StorageAccessError` line (``sscxr.io.storage_errors``). Errors of the
     local source (an ``OSError`` with a file name, anything else) pass unchanged."""
-    from .io import _LOCAL_PROTOCOLS, _protocol, storage_errors
+    from ._stores import LOCAL_PROTOCOLS as _LOCAL_PROTOCOLS, protocol as _protocol, storage_errors
 
     if "::" not in dest and _protocol(dest) in _LOCAL_PROTOCOLS:
         yield
@@ -303,7 +301,7 @@ def _check_convert_args(args: argparse.Namespace) -> None:
 
 def _check_local_dest(dest: str) -> None:
     """A local DEST must be a directory or not exist, and be creatable (tries one file there)."""
-    from .io import _LOCAL_PROTOCOLS, _protocol
+    from ._stores import LOCAL_PROTOCOLS as _LOCAL_PROTOCOLS, protocol as _protocol
 
     if "::" in dest or _protocol(dest) not in _LOCAL_PROTOCOLS:
         return

@@ -98,7 +98,7 @@ def _entry_url(reader: Any) -> str:
 
 def _open(reader: Any, options: Mapping[str, Any] | None, chunks: Any) -> xr.DataTree:
     """The entry's tree, opened once per process for one version of its store."""
-    from .io import _redact
+    from .credentials import redact as _redact
     from .versions import resolve
 
     from .catalog import _default_options
@@ -244,7 +244,7 @@ def map_catalog(func: Callable[[xr.DataTree, dict[str, Any]], Any], catalog: Any
     credentials) raises :class:`~sscxr.errors.StorageAccessError` naming the URL.
     """
     from .catalog import open_catalog
-    from .io import _redact, _secret_values
+    from .credentials import redact as _redact, secret_values as _secret_values
 
     cat = catalog if catalog is not None else open_catalog()
     chosen = _select(cat, names, find_criteria)
@@ -253,7 +253,7 @@ def map_catalog(func: Callable[[xr.DataTree, dict[str, Any]], Any], catalog: Any
     client = _get_client(client)
     options = None if storage_options is None else dict(storage_options)
     if client is not None and options is not None and _secret_values(options):
-        from .io import register_worker_credentials
+        from .credentials import register_worker_credentials
 
         for prefix in sorted({_entry_url(r).rsplit("/", 1)[0] for r in readers.values()}):
             register_worker_credentials(client, prefix, options)

@@ -43,9 +43,9 @@ VERSION_NAME = re.compile(r"^v\d{8}T\d{6}Z-[0-9a-f]{6}$")
 
 
 def _is_local(url: str) -> bool:
-    from .io import _LOCAL_PROTOCOLS, _protocol
+    from ._stores import LOCAL_PROTOCOLS, protocol
 
-    return "::" not in url and _protocol(url) in _LOCAL_PROTOCOLS
+    return "::" not in url and protocol(url) in LOCAL_PROTOCOLS
 
 
 def _local_path(url: str) -> str:
@@ -123,13 +123,13 @@ class Location:
     def store(self) -> Store:
         """A writable zarr store on ``L-versions`` (its small control objects and versions)."""
         if self._store is None:
-            from .io import make_store
+            from ._stores import make_store
 
             self._store = make_store(self.versions_url, self.storage_options, read_only=False)
         return self._store
 
     def read_store(self) -> Store:
-        from .io import make_store
+        from ._stores import make_store
 
         return make_store(self.versions_url, self.storage_options, read_only=True, resolve=False)
 
@@ -166,7 +166,7 @@ class Location:
             path = _local_path(self.url)
             if os.path.islink(path) or not os.path.exists(os.path.join(path, "zarr.json")):
                 return None
-        from .io import make_store
+        from ._stores import make_store
 
         raw = _get(make_store(self.url, self.storage_options, read_only=True, resolve=False), "zarr.json")
         if raw is None:

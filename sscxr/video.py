@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from xarray.backends import BackendArray
-from xarray.core import indexing
 
+from ._xarray_compat import lazy_array
 from .errors import MissingDependencyError
 
 __all__ = ["video_frames", "decode_frames", "frame_pixels", "LUMA"]
@@ -71,7 +70,7 @@ def video_frames(session: xr.DataTree | xr.Dataset, trial: int, time: float | Se
                         frames["frame_pts"].values, frames["frame_keyframe"].values, fmt,
                         (int(row["height"]), int(row["width"])))
     dims = ("time", "y", "x", "rgb")[: len(array.shape)]
-    out = xr.DataArray(indexing.LazilyIndexedArray(array), dims=dims, name="video", coords={
+    out = xr.DataArray(lazy_array(array, array.chunks()), dims=dims, name="video", coords={
         "time": ("time", frames["frame_time"].values, {"units": "s"}),
         "frame": ("time", np.arange(n)), "pts": ("time", frames["frame_pts"].values)},
         attrs={"trial": int(trial), "decode_format": fmt, "source_file": str(row["source_file"].values)})
@@ -91,8 +90,9 @@ def _video_group(session: xr.DataTree | xr.Dataset) -> xr.Dataset:
     return ds
 
 
-class _TrialVideo(BackendArray):
-    """The frames of one mp4 as a lazily indexed array: fetches the bytes once, decodes on demand."""
+class _TrialVideo:
+    """The frames of one mp4 as an array-like (numpy-style keys, one per dimension): fetches the
+    bytes once, decodes the frames asked for. :func:`sscxr._xarray_compat.lazy_array` makes it lazy."""
 
     def __init__(self, mp4: xr.DataArray, offset: int, size: int, pts: np.ndarray, keyframe: np.ndarray,
                  fmt: str, shape: tuple[int, int]):
@@ -103,10 +103,18 @@ class _TrialVideo(BackendArray):
         self._bytes: bytes | None = None
         self._lock = threading.Lock()
 
-    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._get)
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
-    def _get(self, key: tuple) -> np.ndarray:
+    def chunks(self) -> tuple[tuple[int, ...], ...]:
+        """Dask chunks for the public path: one per group of pictures (keyframe to keyframe), which
+        one seek decodes."""
+        starts = sorted({0, *np.flatnonzero(np.isin(self.pts, self.keyframe_pts)).tolist()})
+        along_time = tuple(int(b - a) for a, b in zip(starts, [*starts[1:], len(self.pts)], strict=True) if b > a)
+        return (along_time or (0,), *((n,) for n in self.shape[1:]))
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
         wanted = np.arange(len(self.pts))[key[0]]
         flat = np.atleast_1d(wanted)
         frames = decode_frames(self._data(), self.pts[flat], self.keyframe_pts, self.fmt)

@@ -41,3 +41,19 @@ def test_trial_without_video_is_a_clear_error(converted):
     missing = next(int(t) for t in truth.trial_ids if int(t) not in truth.videos)
     with pytest.raises(KeyError, match=f"trial {missing} has no video"):
         session.sscx.video_frames(missing)
+
+
+def test_video_frames_without_the_xarray_fast_path_are_dask_and_equal(converted, monkeypatch):
+    """``SSCXR_NO_FASTPATH=1``: the frames are a dask array chunked by group of pictures (xarray's
+    lazy indexing is private API), with the same values."""
+    dask_array = pytest.importorskip("dask.array")
+    truth, session = converted
+    trial = next(iter(truth.videos))
+    monkeypatch.delenv("SSCXR_NO_FASTPATH", raising=False)  # (the CI run with every fast path off)
+    fast = session.sscx.video_frames(trial)
+    monkeypatch.setenv("SSCXR_NO_FASTPATH", "1")
+    public = session.sscx.video_frames(trial)
+    assert isinstance(public.data, dask_array.Array) and not isinstance(fast.data, dask_array.Array)
+    assert sum(public.chunks[0]) == fast.sizes["time"]
+    np.testing.assert_array_equal(public.values, fast.values)
+    np.testing.assert_array_equal(public.isel(time=[0, 3, 7]).values, fast.values[[0, 3, 7]])

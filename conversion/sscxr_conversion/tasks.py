@@ -12,28 +12,32 @@ from contextlib import contextmanager
 from itertools import islice
 from typing import Any
 
-_OPTIONS: dict[str, dict[str, Any]] = {}
 TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"  # None: not set (dask's own convention)
 START_METHOD = "distributed.worker.multiprocessing-method"
 
 
 def register_options(url: str, storage_options: Mapping[str, Any] | None) -> None:
-    """Make ``storage_options`` for ``url`` known in this process (driver or worker)."""
-    _OPTIONS[url] = dict(storage_options or {})
+    """Make ``storage_options`` for ``url`` (and every URL under it) known in this process
+    (driver or worker), in sscxr's one credential registry (:mod:`sscxr.credentials`); ``None``
+    or ``{}`` forgets them."""
+    from sscxr.credentials import register_credentials
+
+    register_credentials(url, storage_options)
 
 
 def options_for(url: str) -> dict[str, Any]:
     """The options registered for ``url``, or for the longest registered folder holding it (a
-    whole-archive conversion registers its store root once for every unit's stores)."""
-    if url in _OPTIONS:
-        return _OPTIONS[url]
-    holders = [root for root in _OPTIONS if url.startswith(root.rstrip("/") + "/")]
-    return _OPTIONS[max(holders, key=len)] if holders else {}
+    whole-archive conversion registers its store root once for every unit's stores); ``{}``: none."""
+    from sscxr.credentials import registered_options
+
+    return registered_options(url) or {}
 
 
 def options_registered(url: str) -> bool:
     """Whether :func:`options_for` knows ``url`` (itself or a folder holding it) in this process."""
-    return url in _OPTIONS or any(url.startswith(root.rstrip("/") + "/") for root in _OPTIONS)
+    from sscxr.credentials import is_registered
+
+    return is_registered(url)
 
 
 class Runner:
@@ -276,11 +280,12 @@ def cluster_client(url: str, *, workers: int | None = None, scheduler: str | Non
 def share_options(client: Any, url: str, storage_options: Mapping[str, Any] | None) -> None:
     """Hand ``storage_options`` for ``url`` (and every URL under it) to the workers of ``client``
     once, through a worker plugin, never through a task graph."""
-    register_options(url, storage_options)
     if storage_options:
-        from ._plugin import StorageOptionsPlugin
+        from sscxr.credentials import register_worker_credentials
 
-        client.register_plugin(StorageOptionsPlugin(url, storage_options))
+        register_worker_credentials(client, url, storage_options)
+    else:
+        register_options(url, storage_options)
 
 
 @contextmanager
