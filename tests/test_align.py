@@ -23,9 +23,11 @@ GAP = 1.5
 def naive_window(signal: xr.DataArray, cell: int, ft: np.ndarray, frame_trial: np.ndarray, t_event: float,
                  event_trial: int | None, window: tuple[float, float], rate: float,
                  within_trial: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Values and validity for offsets k with window[0] <= k/rate <= window[1] (1e-9 slack)."""
+    """Values and validity for offsets k with window[0] <= k/rate <= window[1] (1e-9 frame of
+    slack, as the kernel documents; not 1e-9 s, which differs for a window edge within 1e-9 s of a
+    frame, e.g. (1e-9, 1.0) at 4 Hz: offset 0 is outside)."""
     period = 1.0 / rate
-    ks = [k for k in range(-10_000, 10_000) if window[0] - 1e-9 <= k / rate <= window[1] + 1e-9]
+    ks = [k for k in range(-10_000, 10_000) if window[0] * rate - 1e-9 <= k <= window[1] * rate + 1e-9]
     values, valid = np.full(len(ks), np.nan), np.zeros(len(ks), bool)
     if not math.isfinite(t_event):
         return values, valid
@@ -196,6 +198,17 @@ def test_align_property_matches_naive(rec, within_trial):
     assert out.sizes["time"] == len([k for k in range(-100, 100) if window[0] * rate - 1e-9 <= k <= window[1] * rate + 1e-9])
     assert_matches_oracle(out, signal, frame_time, times, ev_trials, window, rate, within_trial)
     assert out.isnull().values[~out.valid.values].all()
+
+
+def test_window_edge_tolerance_is_a_billionth_of_a_frame():
+    """Found by hypothesis: a window starting 1e-9 s after the event at 4 Hz starts at offset 1
+    (4e-9 frame is beyond the 1e-9-frame tolerance); the oracle must agree."""
+    ft = np.arange(20.0) / 4.0
+    signal = xr.DataArray(np.arange(20.0)[None], dims=("cell", "time"), coords={"time": ft})
+    out = align(signal, [1.0], (1e-9, 1.0), frame_time=xr.DataArray(ft, dims="time"), frame_rate_hz=4.0)
+    np.testing.assert_array_equal(out.values[0, 0], [5, 6, 7, 8])
+    want, ok = naive_window(signal, 0, ft, np.full(20, -1), 1.0, None, (1e-9, 1.0), 4.0, False)
+    np.testing.assert_array_equal(out.values[0, 0], want)
 
 
 def test_frame_with_unknown_time_is_invalid_but_keeps_the_count():
