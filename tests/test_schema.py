@@ -236,3 +236,19 @@ def test_check_group_accepts_paths_with_or_without_slash() -> None:
     a, b = check_group(ds, VIDEO_SPEC, "video"), check_group(ds, VIDEO_SPEC, "/video")
     assert a == b and {p.path for p in a} == {"video"}
     assert all(p.message.startswith("/video: missing ") for p in a)
+
+
+def test_docs_store_layout_snippet_runs_and_shows_what_it_says():
+    """The ```python block of docs/store-layout.md runs as it is, and its last line gives what
+    its ``# ->`` comment shows."""
+    import ast
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "store-layout.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    code, shown = block.rsplit("# ->", 1)
+    *body, last = code.strip().splitlines()
+    namespace: dict = {}
+    exec(compile("\n".join(body), "store-layout.md", "exec"), namespace)
+    assert eval(last, namespace) == ast.literal_eval(shown.strip())
