@@ -36,7 +36,7 @@ _SUBMODULES = ("accessors", "align", "behavior", "catalog", "cli", "content", "c
                "video")  # fmt: skip
 """Public submodules, imported on first attribute access."""
 _FUNCTIONS = {"open_session": "io", "open_animal": "io", "open_store": "io", "open_catalog": "catalog",
-              "map_catalog": "dataset"}
+              "map_catalog": "dataset", "show_versions": "info"}
 """Top-level functions -> the submodule that defines them."""
 
 __all__ = ["__version__", *_FUNCTIONS, *_SUBMODULES]
@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # what the lazy ``__getattr__`` gives, for type checkers and 
                    resample, response, summary, testing, versions, video)
     from .catalog import open_catalog
     from .dataset import map_catalog
+    from .info import show_versions
     from .io import open_animal, open_session, open_store
 
 

@@ -154,8 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("src"), v.add_argument("dest")
     _storage_arg(v)
     v.set_defaults(func=_verify)
-    i = sub.add_parser("info", help="print a store's tree, sizes and provenance")
-    i.add_argument("url")
+    i = sub.add_parser("info", help="print a store's tree, sizes and provenance (or, with --versions, "
+                                    "this installation's versions and fast paths)")
+    i.add_argument("url", nargs="?")
+    i.add_argument("--versions", action="store_true",
+                   help="print the versions of Python, sscxr and its packages, and each fast path's state")
     _storage_arg(i)
     i.set_defaults(func=_info)
     d = sub.add_parser("demo", help="synthetic archive -> store -> catalog -> aligned result + plot")
@@ -353,9 +356,12 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .info import describe_store
+    from .info import describe_store, show_versions
 
-    print(describe_store(args.url, storage_options=args.storage_options))
+    if args.url is not None:
+        print(describe_store(args.url, storage_options=args.storage_options))
+    if args.versions or args.url is None:
+        show_versions()
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``sscxr info``: a store's tree, sizes and provenance as text."""
+"""``sscxr info``: a store's tree, sizes and provenance as text; ``sscxr info --versions``
+(:func:`show_versions`): the versions and fast paths of this installation, for bug reports."""
 
 from __future__ import annotations
 
@@ -62,3 +63,79 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n} B"
+
+
+PACKAGES = ("numpy", "xarray", "zarr", "numcodecs", "pandas", "fsspec", "s3fs", "obstore", "dask",
+            "distributed", "scipy", "h5py", "intake", "tifffile", "av", "sscxr-conversion")
+
+
+def fast_paths() -> dict[str, str]:
+    """Each fast path (another package's internals, used where it pays) and its state here:
+    ``"on"``, ``"off (SSCXR_NO_FASTPATH=1)"`` or ``"off: <why>"`` (an untested version, or a
+    failure this process already fell back from).
+
+    >>> {"zarr event loop", "xarray lazy indexing"} <= set(fast_paths())
+    True
+    """
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
+    from . import _exit_compat, _fastpath, _xarray_compat, _zarr_compat
+
+    tested: dict[str, tuple[str, str, str | None]] = {
+        _zarr_compat.FAST_SYNC: ("zarr", _zarr_compat.ZARR_VERSIONS["at_least"], _zarr_compat.ZARR_VERSIONS["below"]),
+        _xarray_compat.FAST_LAZY: ("xarray", _xarray_compat.XARRAY_VERSIONS["at_least"],
+                                   _xarray_compat.XARRAY_VERSIONS["below"]),
+        _exit_compat.FAST_EXIT: ("python", "3.11", "3.14"),
+    }
+    try:  # the converter's, when it is installed
+        from sscxr_conversion import _zarr_fastpath
+
+        tested.update({name: (pkg, lo, hi) for name, (pkg, lo, hi) in _zarr_fastpath.TESTED.items()})
+    except ImportError:
+        pass
+    failed = _fastpath.status()
+    states = {}
+    for name, (package, at_least, below) in sorted(tested.items()):
+        try:
+            found = Version("%d.%d.%d" % sys.version_info[:3] if package == "python" else version(package))
+        except PackageNotFoundError:
+            states[name] = f"off: {package} is not installed"
+            continue
+        if _fastpath.disabled_by_environment():
+            states[name] = f"off ({_fastpath.ENV}=1)"
+        elif name in failed:
+            states[name] = f"off: {failed[name]}"
+        elif found < Version(at_least) or (below is not None and found >= Version(below)):
+            states[name] = f"off: {package} {found} is outside the tested >={at_least},<{below}"
+        else:
+            states[name] = "on"
+    return states
+
+
+def show_versions() -> None:
+    """Print the versions of Python, sscxr and the packages it works with, and each fast path's
+    state: the text to paste into a bug report (as ``sscxr info --versions`` prints it).
+
+    >>> sscxr.show_versions()  # doctest: +SKIP
+    python       3.11.7
+    sscxr        0.4.0
+    numpy        2.4.6
+    ...
+    fast path 'group encoder': on
+    """
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    lines: list[str] = [f"{'python':<18} {platform.python_version()} ({platform.platform()})", f"{'sscxr':<18} {__version__}"]
+    for package in PACKAGES:
+        try:
+            lines.append(f"{package:<18} {version(package)}")
+        except PackageNotFoundError:
+            lines.append(f"{package:<18} (not installed)")
+    lines += [f"fast path {name!r}: {state}" for name, state in fast_paths().items()]
+    print("\n".join(lines))

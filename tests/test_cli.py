@@ -223,3 +223,21 @@ def test_sigterm_stops_a_conversion_like_ctrl_c_then_resume_finishes(tmp_path):
     assert b"ConversionResult" not in out
     assert cli.main([*argv[:3], "--raw", "--resume", "--quiet"]) == 0
     assert cli.main(["verify", str(small.mat_path), store]) == 0
+
+
+@pytest.mark.parametrize("no_fastpath", ["", "1"])
+def test_info_versions_names_each_fast_path_and_its_state(no_fastpath):
+    """``sscxr info --versions`` (what a bug report needs): package versions, and every fast path
+    with the state this environment gives it."""
+    env = {**os.environ, "SSCXR_NO_FASTPATH": no_fastpath}
+    out = subprocess.run([sys.executable, "-m", "sscxr", "info", "--versions"], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    import zarr
+
+    assert f"zarr               {zarr.__version__}" in out
+    states = dict(line.split(": ", 1) for line in out.splitlines() if line.startswith("fast path"))
+    assert {"fast path 'group encoder'", "fast path 'zarr event loop'", "fast path 'xarray lazy indexing'"} <= set(states)
+    if no_fastpath:
+        assert set(states.values()) == {"off (SSCXR_NO_FASTPATH=1)"}
+    else:
+        assert states["fast path 'zarr event loop'"] == "on"
