@@ -213,10 +213,12 @@ def read_ssc1(src: str | os.PathLike, spec: ConversionSpec,
         raise SourceFormatError(str(src), "contains no ssc-1 session file (an<ID>_<YYYY_MM_DD>_session.mat)")
     with ThreadPoolExecutor(2) as pool:  # hash while loading: sha256 and zlib release the GIL
         record = pool.submit(lambda: member.record)
-        pool.submit(_warm_imports)
+        warmed = pool.submit(_warm_imports)
         source, bar = counted_source(member.source, member.name, enabled=progress)  # bytes as they are read
         with closing(bar):
-            content = read_session(load_mat(source, name=member.name, variable="s"))
+            parsed = load_mat(source, name=member.name, variable="s")
+        warmed.result()  # labeling imports dask too: two threads importing it at once can meet half of it
+        content = read_session(parsed)
         records.insert(0, record.result())
     del member
     if spec.raw:  # the raw pass streams on (a second pass) and records the tarball itself
@@ -232,7 +234,9 @@ def read_ssc1(src: str | os.PathLike, spec: ConversionSpec,
 
 def _warm_imports() -> None:
     """Import, while loadmat inflates (zlib releases the GIL), what labeling would import later:
-    xarray loads ``dask.array`` on its first object-dtype variable (0.3 s of a conversion)."""
+    xarray loads ``dask.array`` on its first object-dtype variable (0.3 s of a conversion).
+    Labeling waits for it: a thread importing dask while another is half-way through importing it
+    can get a partly initialised ``dask.base`` (an ImportError, seen with dask 2024.11)."""
     try:
         import dask.array  # noqa: F401
     except ImportError:  # dask is optional for labeling
