@@ -66,44 +66,26 @@ def get_document(store: Store, key: str) -> Any:
 
 
 
-def index_chunk_keys(group: zarr.Group, paths: Sequence[str] | None) -> list[str]:
-    """Keys of every chunk of the dimension coordinates of the groups at ``paths`` (None: all).
-
-    Uses only metadata already in memory (consolidated); returns [] when it is not.
-    """
-    if not has_consolidated(group):
-        return []
-    keys = []
-    for path, node in group.members(max_depth=None):
-        parent, _, name = path.rpartition("/")
-        if paths is not None and parent not in paths:
-            continue
-        if isinstance(node, zarr.Array) and dimension_names(node) == (name,):
-            prefix = f"{parent}/{name}" if parent else name
-            keys += [f"{prefix}/{node.metadata.encode_chunk_key(c)}" for c in np.ndindex(*node.cdata_shape)]
-    return keys
-
-
 def dimension_names(array: zarr.Array) -> tuple[str, ...]:
     """The array's dimension names (zarr v3 metadata, or xarray's v2 attribute)."""
     names = getattr(array.metadata, "dimension_names", None) or array.attrs.get("_ARRAY_DIMENSIONS") or ()
     return tuple(str(n) for n in names)  # type: ignore[union-attr]
 
 
-def prefetch_indexes(store: Store, group: zarr.Group, paths: Sequence[str] | None, prefix: str = "") -> None:
-    """Fetch the index coordinates of the groups to open concurrently, into the store's cache.
-
-    ``xr.open_datatree`` loads them one after the other: one round trip each, which is most
-    of the time it takes to open a session over S3.
+def read_arrays(group: zarr.Group, paths: Sequence[str]) -> list[np.ndarray]:
+    """The stored values of the arrays at ``paths`` (relative to ``group``), read in one pass of
+    zarr's event loop (zarr's public async array API: concurrent requests, one hop from this
+    thread) instead of one synchronous read per array. Values are as stored, not CF-decoded.
     """
-    keys = [f"{prefix}/{k}" if prefix else k for k in index_chunk_keys(group, paths)]
-    if not keys or not isinstance(store, MetadataCache):
-        return
-    async def fetch_all() -> list[Any]:
-        return await asyncio.gather(*(store.get(k, default_buffer_prototype()) for k in keys))
+    if not paths:
+        return []
+    members = dict(group.members(max_depth=None))
+    arrays = [members[p] for p in paths]
 
-    store.add({k: buf for k, buf in zip(keys, sync(fetch_all()), strict=True) if buf is not None})
+    async def read_all() -> list[Any]:
+        return await asyncio.gather(*(a.async_array.getitem(slice(None)) for a in arrays))
 
+    return [np.asarray(v) for v in sync(read_all())]
 
 
 def v3_group(store: Store, path: str) -> tuple[Store, zarr.Group | None]:
