@@ -1,10 +1,10 @@
 """Reading a store's metadata and index coordinates in few round trips.
 
 This module's one job: a remote store is slow per request, not per byte, so sscxr fetches the
-root ``zarr.json`` once (consolidated: every node's metadata), a group's own ``zarr.json`` in one
-GET (:func:`v3_group`), and every index coordinate chunk in one concurrent batch
-(:func:`prefetch_indexes`), then serves them to zarr and xarray from memory
-(:class:`MetadataCache`). Used by :mod:`sscxr.io`.
+root ``zarr.json`` once (consolidated: every node's metadata) and serves it to zarr and xarray
+from memory (:class:`MetadataCache`), a group's own ``zarr.json`` in one GET (:func:`v3_group`),
+and the index and small coordinates of every group in one concurrent batch
+(:func:`read_arrays`). Used by :mod:`sscxr.io`.
 
 >>> import zarr
 >>> store = zarr.storage.MemoryStore()
@@ -26,18 +26,15 @@ from zarr.buffer import default_buffer_prototype
 
 from ._zarr_compat import sync
 
-__all__ = ["MetadataCache", "dimension_names", "get_document", "has_consolidated", "index_chunk_keys",
-           "prefetch_indexes", "v3_group"]
+__all__ = ["MetadataCache", "dimension_names", "get_document", "has_consolidated", "read_arrays", "v3_group"]
 
 
 class MetadataCache(zarr.storage.WrapperStore):  # type: ignore[type-arg]
-    """Serves objects already fetched (metadata, index chunks), so xarray does not fetch them again.
+    """Serves documents already fetched, so xarray does not fetch them again.
 
     The root ``zarr.json`` of a consolidated store holds every node's metadata (hundreds of
     kB for a session); sscxr reads it once to check the store, xarray then gets it from here.
-    Index coordinates are fetched all at once (:func:`prefetch_indexes`) and served from here
-    while xarray builds its indexes one by one. Pickles as the wrapped store (the cache never
-    travels in dask graphs).
+    Pickles as the wrapped store (the cache never travels in dask graphs).
     """
 
     def __init__(self, store: Store, documents: Mapping[str, Any]) -> None:
@@ -55,10 +52,6 @@ class MetadataCache(zarr.storage.WrapperStore):  # type: ignore[type-arg]
         if byte_range is None and key in self._documents:
             return self._documents[key]
         return await self._store.get(key, prototype, byte_range)
-
-    def add(self, documents: Mapping[str, Any]) -> None:
-        self._documents.update(documents)
-
 
 
 def get_document(store: Store, key: str) -> Any:
