@@ -73,7 +73,9 @@ def read_arrays(group: zarr.Group, paths: Sequence[str]) -> list[np.ndarray]:
     if not paths:
         return []
     members = dict(group.members(max_depth=None))
-    arrays = [members[p] for p in paths]
+    arrays = [node for p in paths if isinstance(node := members[p], zarr.Array)]
+    if len(arrays) != len(paths):
+        raise KeyError(f"not arrays: {[p for p in paths if not isinstance(members[p], zarr.Array)]}")
 
     async def read_all() -> list[Any]:
         return await asyncio.gather(*(a.async_array.getitem(slice(None)) for a in arrays))
