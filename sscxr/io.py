@@ -36,7 +36,7 @@ import importlib.util
 import os
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -58,7 +58,7 @@ from ._metadata import (
     dimension_names as _dimension_names,
     get_document as _get_document,
     has_consolidated as _has_consolidated,
-    prefetch_indexes as _prefetch_indexes,
+    read_arrays as _read_arrays,
     v3_group as _v3_group,
 )
 from ._storage_errors import translated as _translated
@@ -221,7 +221,8 @@ def _select_groups(root: zarr.Group, patterns: Sequence[str], url: str) -> list[
     return sorted(set(chosen) | (ancestors & with_data))
 
 
-def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = None) -> xr.Dataset:
+def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = None,
+                           loaded: set[Hashable] | frozenset[Hashable] = frozenset()) -> xr.Dataset:
     """Dask arrays named after the group ``path``, chunked as xarray's ``chunks=`` would chunk them.
 
     ``chunks`` maps dimensions to sizes (``None``, ``{}``: each variable's own zarr chunks; a
@@ -240,7 +241,7 @@ def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = 
     analysis = isinstance(chunks, str) and chunks == "analysis"
     asked = {} if analysis else dict.fromkeys(ds.dims, chunks) if isinstance(chunks, int | str) else dict(chunks or {})
     for name, var in ds.variables.items():
-        if name in ds.xindexes or var.ndim == 0:
+        if name in ds.xindexes or var.ndim == 0 or name in loaded:  # loaded: in memory already
             continue
         preferred = var.encoding.get("preferred_chunks", {})
         stored = tuple(preferred.get(d, size) for d, size in zip(var.dims, var.shape, strict=True))
@@ -256,15 +257,19 @@ def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = 
 
 
 def _open_datasets(store: Store | StorePath, paths: Sequence[str] | None, chunks: Any, consolidated: bool,
-                   zarr_format: int | None = None) -> dict[str, xr.Dataset]:  # fmt: skip
+                   zarr_format: int | None = None, group: zarr.Group | None = None) -> dict[str, xr.Dataset]:  # fmt: skip
     """Open groups (all when ``paths`` is None) as Datasets keyed by ``/path``.
 
     With dask (``chunks`` not None), arrays are chunked here, not by xarray, so that their dask
-    keys name the group (:func:`_chunk_on_store_chunks`). Index chunks should be in the store's
-    cache already (:func:`_prefetch_indexes`).
+    keys name the group (:func:`_chunk_on_store_chunks`). With ``group`` (the zarr group ``store``
+    is opened at, its metadata consolidated), every group's index coordinates and small
+    coordinates are read in one batch (:func:`_load_coordinates`), not one after the other.
     """
     kwargs: dict[str, Any] = {"engine": "zarr", "consolidated": consolidated, "zarr_format": zarr_format,
                               "chunks": None}  # fmt: skip
+    batched = group is not None and _has_consolidated(group)
+    if batched:
+        kwargs["create_default_indexes"] = False
     if chunks is not None:
         kwargs["cache"] = False
     target: Any = store  # xarray's annotations do not list zarr stores, which it opens
@@ -272,16 +277,66 @@ def _open_datasets(store: Store | StorePath, paths: Sequence[str] | None, chunks
         datasets = dict(xr.open_groups(target, **kwargs))
     else:
         datasets = {"/" + p.strip("/"): xr.open_dataset(target, group=p or None, **kwargs) for p in paths}
+    loaded: set[tuple[str, Hashable]] = set()
+    if batched:
+        assert group is not None
+        datasets, loaded = _load_coordinates(group, datasets)
     if chunks is None:
         return datasets
     token = secrets.token_hex(8)
-    return {path: _chunk_on_store_chunks(ds, path, token, chunks) for path, ds in datasets.items()}
+    return {path: _chunk_on_store_chunks(ds, path, token, chunks, {n for p, n in loaded if p == path})
+            for path, ds in datasets.items()}
+
+
+SMALL_COORDINATE_BYTES = 1 << 20
+"""A 1-D coordinate up to this size is loaded when a store is opened (with the index coordinates,
+in one batch) instead of staying a lazy array: reading it later costs a request of its own."""
+
+
+def _load_coordinates(group: zarr.Group, datasets: dict[str, xr.Dataset]
+                      ) -> tuple[dict[str, xr.Dataset], set[tuple[str, Hashable]]]:  # fmt: skip
+    """Read every dimension coordinate and every small 1-D coordinate of ``datasets`` in one
+    batch (:func:`sscxr._metadata.read_arrays`) and put the values in; dimension coordinates
+    then get their default index, as xarray gives them on opening. A variable whose CF decoding
+    would change its stored values (scale, offset, a fill value other than NaN, another dtype)
+    is left to xarray."""
+    wanted: list[tuple[str, Hashable]] = []
+    for path, ds in datasets.items():
+        for name, var in ds.variables.items():
+            small = name in ds.coords and var.ndim == 1 and var.nbytes <= SMALL_COORDINATE_BYTES
+            if (name in ds.dims and var.ndim == 1) or small:
+                if _stored_as_decoded(var):
+                    wanted.append((path, name))
+    keys = [f"{path.strip('/')}/{name}".lstrip("/") for path, name in wanted]
+    values = dict(zip(wanted, _read_arrays(group, keys), strict=True))
+    out = {}
+    for path, ds in datasets.items():
+        index_coords = {}
+        for name in ds.dims:
+            if name in ds.variables and name not in ds.xindexes and ds.variables[name].ndim == 1:
+                var = ds.variables[name]
+                raw = values.get((path, name))
+                index_coords[name] = var.copy(data=raw) if raw is not None else var.load()
+        for name, var in ds.variables.items():
+            if name not in ds.dims and (path, name) in values:
+                var.data = values[(path, name)]  # a fresh dataset of our own: in place
+        out[path] = ds.assign_coords(index_coords) if index_coords else ds
+    return out, set(values)
+
+
+def _stored_as_decoded(var: xr.Variable) -> bool:
+    """Whether xarray's CF decoding leaves this variable's stored values as they are."""
+    enc = var.encoding
+    fill = enc.get("_FillValue", enc.get("missing_value"))
+    dtype = enc.get("dtype", var.dtype)
+    return (np.dtype(dtype) == var.dtype and var.dtype.kind in "biuf" and "scale_factor" not in enc
+            and "add_offset" not in enc and (fill is None or (var.dtype.kind == "f" and np.isnan(fill))))
 
 
 def _open_subtree(store: Store, root: zarr.Group, paths: Sequence[str], chunks: Any, consolidated: bool) -> xr.DataTree:
     with_root = any(True for _ in root.array_keys())
-    _prefetch_indexes(store, root, [""] * with_root + list(paths))
-    nodes = _open_datasets(store, [""] * with_root + list(paths), chunks, consolidated, root.metadata.zarr_format)
+    nodes = _open_datasets(store, [""] * with_root + list(paths), chunks, consolidated, root.metadata.zarr_format,
+                           root)
     if not with_root:
         nodes["/"] = xr.Dataset(attrs=dict(root.attrs))
     return xr.DataTree.from_dict(nodes)
@@ -350,8 +405,7 @@ def open_store(
     consolidated = _has_consolidated(root)
     with _translated(url, recipe, store):
         if groups is None:
-            _prefetch_indexes(store, root, None)
-            datasets = _open_datasets(store, None, xr_chunks, consolidated, root.metadata.zarr_format)
+            datasets = _open_datasets(store, None, xr_chunks, consolidated, root.metadata.zarr_format, root)
             tree = xr.DataTree.from_dict(datasets)
             opened = None
         else:
@@ -430,9 +484,8 @@ def open_group(
         known = node if node is not None else root
         zarr_format = known.metadata.zarr_format if known is not None else None
         if path and node is not None and _has_consolidated(node):  # its own consolidated metadata: one GET
-            _prefetch_indexes(store, node, [""], prefix=path)
             view = StorePath(store, path)  # xarray reads consolidated metadata only at its root
-            return _open_datasets(view, [""], _xarray_chunks(chunks), True, zarr_format)["/"]
+            return _open_datasets(view, [""], _xarray_chunks(chunks), True, zarr_format, node)["/"]
         # xarray would take a sub-group's consolidated metadata from the store's root, i.e. the whole
         # session's (hundreds of kB): listing the group's own members is ~20x fewer bytes.
         consolidated = not path and _has_consolidated(known)

@@ -300,9 +300,10 @@ def _blocks(values: Any, cell_plane: Any, n_trials: int, kw: dict[str, Any], laz
             out[what] = da.blockwise(_count_block, "ce", cell_plane, "c", new_axes={"e": n_trials}, dtype=dtype,
                                      meta=np.empty((0, 0), dtype), what=what, **kw)
         return out
-    else:
-        whole = (cell_plane if _is_dask(cell_plane) else da.from_array(np.asarray(cell_plane))).rechunk(-1)
-        cp = whole.to_delayed().ravel()[0]
+    elif _is_dask(cell_plane):
+        cp = cell_plane.rechunk(-1).to_delayed().ravel()[0]
+    else:  # in memory already (a small coordinate, loaded at open): a few kB in each task
+        cp = np.asarray(cell_plane)
     out = {"response": da.map_blocks(_response_located, values, cp=cp, chunks=(cells, (n_trials,)), dtype=np.float64,
                                      meta=np.empty((0, 0), np.float64), **kw)}
     for what, dtype in (("n_baseline", np.int64), ("n_response", np.int64), ("valid", bool)):
