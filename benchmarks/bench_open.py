@@ -88,7 +88,8 @@ def phases(url: str, anon: dict, repeat: int) -> dict[str, float]:
     """Median seconds of each phase of open_session (wrapping sscxr.io's private steps)."""
     import sscxr.io as sio
 
-    names = ["_open_root", "_load_coordinates", "_open_datasets", "_chunk_on_store_chunks", "_validate"]
+    names = ["_open_root", "_prefetch_indexes", "_load_coordinates", "_open_datasets", "_chunk_on_store_chunks",
+             "_validate"]
     orig = {n: getattr(sio, n) for n in names}
     acc: dict[str, list[float]] = {n: [] for n in [*names, "total"]}
 

@@ -3,8 +3,9 @@
 This module's one job: a remote store is slow per request, not per byte, so sscxr fetches the
 root ``zarr.json`` once (consolidated: every node's metadata) and serves it to zarr and xarray
 from memory (:class:`MetadataCache`), a group's own ``zarr.json`` in one GET (:func:`v3_group`),
-and the index and small coordinates of every group in one concurrent batch
-(:func:`read_arrays`). Used by :mod:`sscxr.io`.
+every index coordinate chunk in one concurrent batch of plain GETs (:func:`prefetch_indexes`),
+then decodes them all in one pass of zarr's event loop (:func:`read_arrays`). Used by
+:mod:`sscxr.io`.
 
 >>> import zarr
 >>> store = zarr.storage.MemoryStore()
@@ -26,11 +27,13 @@ from zarr.buffer import default_buffer_prototype
 
 from ._zarr_compat import sync
 
-__all__ = ["MetadataCache", "dimension_names", "get_document", "has_consolidated", "read_arrays", "v3_group"]
+__all__ = ["MetadataCache", "dimension_names", "get_document", "has_consolidated", "index_chunk_keys",
+           "prefetch_indexes", "read_arrays", "v3_group"]
 
 
 class MetadataCache(zarr.storage.WrapperStore):  # type: ignore[type-arg]
-    """Serves documents already fetched, so xarray does not fetch them again.
+    """Serves objects already fetched (metadata, index chunks), so zarr and xarray do not fetch
+    them again.
 
     The root ``zarr.json`` of a consolidated store holds every node's metadata (hundreds of
     kB for a session); sscxr reads it once to check the store, xarray then gets it from here.
@@ -54,15 +57,54 @@ class MetadataCache(zarr.storage.WrapperStore):  # type: ignore[type-arg]
         return await self._store.get(key, prototype, byte_range)
 
 
+    def add(self, documents: Mapping[str, Any]) -> None:
+        self._documents.update(documents)
+
+
+
 def get_document(store: Store, key: str) -> Any:
     return sync(store.get(key, default_buffer_prototype()))
 
+
+
+def index_chunk_keys(group: zarr.Group, paths: Sequence[str] | None) -> list[str]:
+    """Keys of every chunk of the dimension coordinates of the groups at ``paths`` (None: all).
+
+    Uses only metadata already in memory (consolidated); returns [] when it is not.
+    """
+    if not has_consolidated(group):
+        return []
+    keys = []
+    for path, node in group.members(max_depth=None):
+        parent, _, name = path.rpartition("/")
+        if paths is not None and parent not in paths:
+            continue
+        if isinstance(node, zarr.Array) and dimension_names(node) == (name,):
+            prefix = f"{parent}/{name}" if parent else name
+            keys += [f"{prefix}/{node.metadata.encode_chunk_key(c)}" for c in np.ndindex(*node.cdata_shape)]
+    return keys
 
 
 def dimension_names(array: zarr.Array) -> tuple[str, ...]:
     """The array's dimension names (zarr v3 metadata, or xarray's v2 attribute)."""
     names = getattr(array.metadata, "dimension_names", None) or array.attrs.get("_ARRAY_DIMENSIONS") or ()
     return tuple(str(n) for n in names)  # type: ignore[union-attr]
+
+
+def prefetch_indexes(store: Store, group: zarr.Group, paths: Sequence[str] | None, prefix: str = "") -> None:
+    """Fetch the index coordinates of the groups to open concurrently, into the store's cache.
+
+    ``xr.open_datatree`` loads them one after the other: one round trip each, which is most
+    of the time it takes to open a session over S3.
+    """
+    keys = [f"{prefix}/{k}" if prefix else k for k in index_chunk_keys(group, paths)]
+    if not keys or not isinstance(store, MetadataCache):
+        return
+    async def fetch_all() -> list[Any]:
+        return await asyncio.gather(*(store.get(k, default_buffer_prototype()) for k in keys))
+
+    store.add({k: buf for k, buf in zip(keys, sync(fetch_all()), strict=True) if buf is not None})
+
 
 
 def read_arrays(group: zarr.Group, paths: Sequence[str]) -> list[np.ndarray]:

@@ -58,6 +58,7 @@ from ._metadata import (
     dimension_names as _dimension_names,
     get_document as _get_document,
     has_consolidated as _has_consolidated,
+    prefetch_indexes as _prefetch_indexes,
     read_arrays as _read_arrays,
     v3_group as _v3_group,
 )
@@ -262,8 +263,8 @@ def _open_datasets(store: Store | StorePath, paths: Sequence[str] | None, chunks
 
     With dask (``chunks`` not None), arrays are chunked here, not by xarray, so that their dask
     keys name the group (:func:`_chunk_on_store_chunks`). With ``group`` (the zarr group ``store``
-    is opened at, its metadata consolidated), every group's index coordinates and small
-    coordinates are read in one batch (:func:`_load_coordinates`), not one after the other.
+    is opened at, its metadata consolidated), every group's index coordinates are read in one
+    batch (:func:`_load_coordinates`), not one after the other.
     """
     kwargs: dict[str, Any] = {"engine": "zarr", "consolidated": consolidated, "zarr_format": zarr_format,
                               "chunks": None}  # fmt: skip
@@ -288,25 +289,18 @@ def _open_datasets(store: Store | StorePath, paths: Sequence[str] | None, chunks
             for path, ds in datasets.items()}
 
 
-SMALL_COORDINATE_BYTES = 1 << 20
-"""A 1-D coordinate up to this size is loaded when a store is opened (with the index coordinates,
-in one batch) instead of staying a lazy array: reading it later costs a request of its own."""
-
-
 def _load_coordinates(group: zarr.Group, datasets: dict[str, xr.Dataset]
                       ) -> tuple[dict[str, xr.Dataset], set[tuple[str, Hashable]]]:  # fmt: skip
-    """Read every dimension coordinate and every small 1-D coordinate of ``datasets`` in one
-    batch (:func:`sscxr._metadata.read_arrays`) and put the values in; dimension coordinates
-    then get their default index, as xarray gives them on opening. A variable whose CF decoding
-    would change its stored values (scale, offset, a fill value other than NaN, another dtype)
-    is left to xarray."""
+    """Read every dimension coordinate of ``datasets`` in one batch
+    (:func:`sscxr._metadata.read_arrays`) and give each its default index, as xarray does on
+    opening (where it reads them one after the other). A coordinate whose CF decoding would change
+    its stored values (scale, offset, a fill value other than NaN, another dtype) is left to
+    xarray. Other coordinates stay lazy: reading them at open would cost requests nobody asked for."""
     wanted: list[tuple[str, Hashable]] = []
     for path, ds in datasets.items():
         for name, var in ds.variables.items():
-            small = name in ds.coords and var.ndim == 1 and var.nbytes <= SMALL_COORDINATE_BYTES
-            if (name in ds.dims and var.ndim == 1) or small:
-                if _stored_as_decoded(var):
-                    wanted.append((path, name))
+            if name in ds.dims and var.ndim == 1 and _stored_as_decoded(var):
+                wanted.append((path, name))
     keys = [f"{path.strip('/')}/{name}".lstrip("/") for path, name in wanted]
     values = dict(zip(wanted, _read_arrays(group, keys), strict=True))
     out = {}
@@ -317,9 +311,6 @@ def _load_coordinates(group: zarr.Group, datasets: dict[str, xr.Dataset]
                 var = ds.variables[name]
                 raw = values.get((path, name))
                 index_coords[name] = var.copy(data=raw) if raw is not None else var.load()
-        for name, var in ds.variables.items():
-            if name not in ds.dims and (path, name) in values:
-                var.data = values[(path, name)]  # a fresh dataset of our own: in place
         out[path] = ds.assign_coords(index_coords) if index_coords else ds
     return out, set(values)
 
@@ -335,6 +326,7 @@ def _stored_as_decoded(var: xr.Variable) -> bool:
 
 def _open_subtree(store: Store, root: zarr.Group, paths: Sequence[str], chunks: Any, consolidated: bool) -> xr.DataTree:
     with_root = any(True for _ in root.array_keys())
+    _prefetch_indexes(store, root, [""] * with_root + list(paths))
     nodes = _open_datasets(store, [""] * with_root + list(paths), chunks, consolidated, root.metadata.zarr_format,
                            root)
     if not with_root:
@@ -405,6 +397,7 @@ def open_store(
     consolidated = _has_consolidated(root)
     with _translated(url, recipe, store):
         if groups is None:
+            _prefetch_indexes(store, root, None)  # plain concurrent GETs, then decoded in one batch
             datasets = _open_datasets(store, None, xr_chunks, consolidated, root.metadata.zarr_format, root)
             tree = xr.DataTree.from_dict(datasets)
             opened = None
@@ -485,6 +478,7 @@ def open_group(
         zarr_format = known.metadata.zarr_format if known is not None else None
         if path and node is not None and _has_consolidated(node):  # its own consolidated metadata: one GET
             view = StorePath(store, path)  # xarray reads consolidated metadata only at its root
+            _prefetch_indexes(store, node, [""], prefix=path)
             return _open_datasets(view, [""], _xarray_chunks(chunks), True, zarr_format, node)["/"]
         # xarray would take a sub-group's consolidated metadata from the store's root, i.e. the whole
         # session's (hundreds of kB): listing the group's own members is ~20x fewer bytes.

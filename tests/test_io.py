@@ -72,26 +72,18 @@ def test_open_animal_round_trips_memory(store_writer, animal_source):
 
 @pytest.mark.parametrize("chunks", ["auto", None, {}, {"cell": 3}, {"time": "auto", "cell": -1}])
 def test_same_as_plain_xarray(session_store, chunks):
-    """sscxr's opening (coordinates read in one batch) gives what xr.open_datatree gives, same
-    chunks; small numeric 1-D coordinates are in memory already (one batch at open, not a read each)."""
+    """sscxr's opening (index coordinates read in one batch) gives what xr.open_datatree gives,
+    same indexes, array types and chunks."""
     url, _ = session_store
     ours = sio.open_session(url, chunks=chunks)
     plain = xr.open_datatree(url, engine="zarr", chunks={} if chunks == "auto" else chunks)
     xr.testing.assert_identical(ours, plain)
-    in_memory = 0
     for node in plain.subtree:
         mine = ours[node.path]
         assert set(mine.xindexes) == set(node.xindexes), node.path
         for name, var in node.variables.items():
-            small = (name in node.coords and name not in node.xindexes and var.ndim == 1 and var.dtype.kind in "biuf"
-                     and var.nbytes <= sio.SMALL_COORDINATE_BYTES)
-            if small and chunks is not None:
-                assert type(mine.variables[name].data) is np.ndarray, (node.path, name)
-                in_memory += 1
-                continue
             assert type(mine.variables[name].data) is type(var.data), (node.path, name)
             assert mine.variables[name].chunks == var.chunks, (node.path, name)
-    assert in_memory > 0 or chunks is None  # the session has small coordinates (cell_plane, trial, ...)
 
 
 @pytest.fixture(scope="module")
