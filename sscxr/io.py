@@ -222,8 +222,7 @@ def _select_groups(root: zarr.Group, patterns: Sequence[str], url: str) -> list[
     return sorted(set(chosen) | (ancestors & with_data))
 
 
-def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = None,
-                           loaded: set[Hashable] | frozenset[Hashable] = frozenset()) -> xr.Dataset:
+def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = None) -> xr.Dataset:
     """Dask arrays named after the group ``path``, chunked as xarray's ``chunks=`` would chunk them.
 
     ``chunks`` maps dimensions to sizes (``None``, ``{}``: each variable's own zarr chunks; a
@@ -242,7 +241,7 @@ def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = 
     analysis = isinstance(chunks, str) and chunks == "analysis"
     asked = {} if analysis else dict.fromkeys(ds.dims, chunks) if isinstance(chunks, int | str) else dict(chunks or {})
     for name, var in ds.variables.items():
-        if name in ds.xindexes or var.ndim == 0 or name in loaded:  # loaded: in memory already
+        if name in ds.xindexes or var.ndim == 0:
             continue
         preferred = var.encoding.get("preferred_chunks", {})
         stored = tuple(preferred.get(d, size) for d, size in zip(var.dims, var.shape, strict=True))
@@ -278,19 +277,16 @@ def _open_datasets(store: Store | StorePath, paths: Sequence[str] | None, chunks
         datasets = dict(xr.open_groups(target, **kwargs))
     else:
         datasets = {"/" + p.strip("/"): xr.open_dataset(target, group=p or None, **kwargs) for p in paths}
-    loaded: set[tuple[str, Hashable]] = set()
     if batched:
         assert group is not None
-        datasets, loaded = _load_coordinates(group, datasets)
+        datasets = _load_coordinates(group, datasets)
     if chunks is None:
         return datasets
     token = secrets.token_hex(8)
-    return {path: _chunk_on_store_chunks(ds, path, token, chunks, {n for p, n in loaded if p == path})
-            for path, ds in datasets.items()}
+    return {path: _chunk_on_store_chunks(ds, path, token, chunks) for path, ds in datasets.items()}
 
 
-def _load_coordinates(group: zarr.Group, datasets: dict[str, xr.Dataset]
-                      ) -> tuple[dict[str, xr.Dataset], set[tuple[str, Hashable]]]:  # fmt: skip
+def _load_coordinates(group: zarr.Group, datasets: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
     """Read every dimension coordinate of ``datasets`` in one batch
     (:func:`sscxr._metadata.read_arrays`) and give each its default index, as xarray does on
     opening (where it reads them one after the other). A coordinate whose CF decoding would change
@@ -312,7 +308,7 @@ def _load_coordinates(group: zarr.Group, datasets: dict[str, xr.Dataset]
                 raw = values.get((path, name))
                 index_coords[name] = var.copy(data=raw) if raw is not None else var.load()
         out[path] = ds.assign_coords(index_coords) if index_coords else ds
-    return out, set(values)
+    return out
 
 
 def _stored_as_decoded(var: xr.Variable) -> bool:
