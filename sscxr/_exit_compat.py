@@ -18,17 +18,19 @@ from typing import NoReturn
 
 from . import _fastpath
 
-__all__ = ["FAST_EXIT", "exit_now"]
+__all__ = ["FAST_EXIT", "PYTHON_VERSIONS", "exit_now"]
 
 FAST_EXIT = "exit before finalization"
 """The fast path's name (:func:`sscxr._fastpath.enabled`, ``sscxr info``)."""
+PYTHON_VERSIONS = {"at_least": "3.11", "below": "3.14"}
+"""The Pythons that need it (3.14 no longer aborts at finalization)."""
 
 
 def exit_now(code: int) -> NoReturn:
     """Run the exit handlers, flush, and end the process with status ``code``, skipping the
     interpreter's finalization where that is needed and possible; else ``sys.exit(code)``."""
     run_handlers = getattr(atexit, "_run_exitfuncs", None)
-    if not _fastpath.enabled(FAST_EXIT) or sys.version_info >= (3, 14):
+    if not _fastpath.enabled(FAST_EXIT) or _fastpath.untested("python", **PYTHON_VERSIONS) is not None:
         sys.exit(code)
     if run_handlers is None:
         _fastpath.fall_back(FAST_EXIT, "this Python has no atexit._run_exitfuncs")

@@ -22,6 +22,7 @@ False
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -63,18 +64,28 @@ def fall_back(name: str, reason: object) -> None:
 def version_ok(name: str, package: str, *, at_least: str, below: str | None = None) -> bool:
     """True if ``package``'s installed version is in ``[at_least, below)``; otherwise
     :func:`fall_back` ``name`` (a release that may have moved the internals it uses)."""
+    why = untested(package, at_least=at_least, below=below)
+    if why is not None:
+        fall_back(name, why)
+        return False
+    return True
+
+
+def untested(package: str, *, at_least: str, below: str | None = None) -> str | None:
+    """Why ``package`` (or ``"python"``) is outside the versions ``[at_least, below)`` a fast path
+    is tested with, or None when it is inside them."""
+    import sys
+
     from packaging.version import Version
 
     try:
-        found = Version(version(package))
+        found = Version("%d.%d.%d" % sys.version_info[:3] if package == "python" else version(package))
     except PackageNotFoundError:
-        fall_back(name, f"{package} is not installed")
-        return False
+        return f"{package} is not installed"
     if found < Version(at_least) or (below is not None and found >= Version(below)):
         span = f">={at_least}" + (f",<{below}" if below else "")
-        fall_back(name, f"{package} {found} is outside the versions it is tested with ({span})")
-        return False
-    return True
+        return f"{package} {found} is outside the versions it is tested with ({span})"
+    return None
 
 
 def status() -> dict[str, str]:

@@ -77,18 +77,14 @@ def fast_paths() -> dict[str, str]:
     >>> {"zarr event loop", "xarray lazy indexing"} <= set(fast_paths())
     True
     """
-    import sys
-    from importlib.metadata import PackageNotFoundError, version
-
-    from packaging.version import Version
-
     from . import _exit_compat, _fastpath, _xarray_compat, _zarr_compat
 
     tested: dict[str, tuple[str, str, str | None]] = {
         _zarr_compat.FAST_SYNC: ("zarr", _zarr_compat.ZARR_VERSIONS["at_least"], _zarr_compat.ZARR_VERSIONS["below"]),
         _xarray_compat.FAST_LAZY: ("xarray", _xarray_compat.XARRAY_VERSIONS["at_least"],
                                    _xarray_compat.XARRAY_VERSIONS["below"]),
-        _exit_compat.FAST_EXIT: ("python", "3.11", "3.14"),
+        _exit_compat.FAST_EXIT: ("python", _exit_compat.PYTHON_VERSIONS["at_least"],
+                                 _exit_compat.PYTHON_VERSIONS["below"]),
     }
     try:  # the converter's, when it is installed
         from sscxr_conversion import _zarr_fastpath
@@ -99,19 +95,13 @@ def fast_paths() -> dict[str, str]:
     failed = _fastpath.status()
     states = {}
     for name, (package, at_least, below) in sorted(tested.items()):
-        try:
-            found = Version("%d.%d.%d" % sys.version_info[:3] if package == "python" else version(package))
-        except PackageNotFoundError:
-            states[name] = f"off: {package} is not installed"
-            continue
+        why = _fastpath.untested(package, at_least=at_least, below=below)
         if _fastpath.disabled_by_environment():
             states[name] = f"off ({_fastpath.ENV}=1)"
         elif name in failed:
             states[name] = f"off: {failed[name]}"
-        elif found < Version(at_least) or (below is not None and found >= Version(below)):
-            states[name] = f"off: {package} {found} is outside the tested >={at_least},<{below}"
         else:
-            states[name] = "on"
+            states[name] = "on" if why is None else f"off: {why}"
     return states
 
 
