@@ -17,7 +17,8 @@ then decodes them all in one pass of zarr's event loop (:func:`read_arrays`). Us
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -91,20 +92,34 @@ def dimension_names(array: zarr.Array) -> tuple[str, ...]:
     return tuple(str(n) for n in names)  # type: ignore[union-attr]
 
 
-def prefetch_indexes(store: Store, group: zarr.Group, paths: Sequence[str] | None, prefix: str = "") -> None:
+def prefetch_indexes(store: Store, group: zarr.Group, paths: Sequence[str] | None, prefix: str = "",
+                     *, wait: bool = True) -> Callable[[], None]:
     """Fetch the index coordinates of the groups to open concurrently, into the store's cache.
 
     ``xr.open_datatree`` loads them one after the other: one round trip each, which is most
-    of the time it takes to open a session over S3.
+    of the time it takes to open a session over S3. With ``wait=False`` the requests run in
+    the background while the caller builds its Datasets (which need only metadata); call the
+    function returned before reading an index: it waits for them, caches them, and raises what
+    the requests raised. With ``wait=True`` (default) that is done before returning.
     """
     keys = [f"{prefix}/{k}" if prefix else k for k in index_chunk_keys(group, paths)]
     if not keys or not isinstance(store, MetadataCache):
-        return
+        return lambda: None
+    cache = store
+
     async def fetch_all() -> list[Any]:
-        return await asyncio.gather(*(store.get(k, default_buffer_prototype()) for k in keys))
+        return await asyncio.gather(*(cache.get(k, default_buffer_prototype()) for k in keys))
 
-    store.add({k: buf for k, buf in zip(keys, sync(fetch_all()), strict=True) if buf is not None})
+    pool = ThreadPoolExecutor(1, thread_name_prefix="sscxr-prefetch")
+    pending = pool.submit(sync, fetch_all())
+    pool.shutdown(wait=False)
 
+    def done() -> None:
+        cache.add({k: buf for k, buf in zip(keys, pending.result(), strict=True) if buf is not None})
+
+    if wait:
+        done()
+    return done
 
 
 def read_arrays(group: zarr.Group, paths: Sequence[str]) -> list[np.ndarray]:

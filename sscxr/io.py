@@ -36,7 +36,7 @@ import importlib.util
 import os
 import re
 import secrets
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -257,13 +257,16 @@ def _chunk_on_store_chunks(ds: xr.Dataset, path: str, token: str, chunks: Any = 
 
 
 def _open_datasets(store: Store | StorePath, paths: Sequence[str] | None, chunks: Any, consolidated: bool,
-                   zarr_format: int | None = None, group: zarr.Group | None = None) -> dict[str, xr.Dataset]:  # fmt: skip
+                   zarr_format: int | None = None, group: zarr.Group | None = None,
+                   prefetched: Callable[[], None] | None = None) -> dict[str, xr.Dataset]:  # fmt: skip
     """Open groups (all when ``paths`` is None) as Datasets keyed by ``/path``.
 
     With dask (``chunks`` not None), arrays are chunked here, not by xarray, so that their dask
     keys name the group (:func:`_chunk_on_store_chunks`). With ``group`` (the zarr group ``store``
     is opened at, its metadata consolidated), every group's index coordinates are read in one
-    batch (:func:`_load_coordinates`), not one after the other.
+    batch (:func:`_load_coordinates`), not one after the other; ``prefetched`` (from
+    :func:`sscxr._metadata.prefetch_indexes` with ``wait=False``) is called first, so their
+    requests run while xarray builds the Datasets.
     """
     kwargs: dict[str, Any] = {"engine": "zarr", "consolidated": consolidated, "zarr_format": zarr_format,
                               "chunks": None}  # fmt: skip
@@ -277,6 +280,8 @@ def _open_datasets(store: Store | StorePath, paths: Sequence[str] | None, chunks
         datasets = dict(xr.open_groups(target, **kwargs))
     else:
         datasets = {"/" + p.strip("/"): xr.open_dataset(target, group=p or None, **kwargs) for p in paths}
+    if prefetched is not None:
+        prefetched()
     if batched:
         assert group is not None
         datasets = _load_coordinates(group, datasets)
@@ -322,9 +327,9 @@ def _stored_as_decoded(var: xr.Variable) -> bool:
 
 def _open_subtree(store: Store, root: zarr.Group, paths: Sequence[str], chunks: Any, consolidated: bool) -> xr.DataTree:
     with_root = any(True for _ in root.array_keys())
-    _prefetch_indexes(store, root, [""] * with_root + list(paths))
+    prefetched = _prefetch_indexes(store, root, [""] * with_root + list(paths), wait=False)
     nodes = _open_datasets(store, [""] * with_root + list(paths), chunks, consolidated, root.metadata.zarr_format,
-                           root)
+                           root, prefetched)
     if not with_root:
         nodes["/"] = xr.Dataset(attrs=dict(root.attrs))
     return xr.DataTree.from_dict(nodes)
@@ -393,8 +398,10 @@ def open_store(
     consolidated = _has_consolidated(root)
     with _translated(url, recipe, store):
         if groups is None:
-            _prefetch_indexes(store, root, None)  # plain concurrent GETs, then decoded in one batch
-            datasets = _open_datasets(store, None, xr_chunks, consolidated, root.metadata.zarr_format, root)
+            # plain concurrent GETs while xarray builds the Datasets, then decoded in one batch
+            prefetched = _prefetch_indexes(store, root, None, wait=False)
+            datasets = _open_datasets(store, None, xr_chunks, consolidated, root.metadata.zarr_format, root,
+                                      prefetched)  # fmt: skip
             tree = xr.DataTree.from_dict(datasets)
             opened = None
         else:
@@ -474,8 +481,8 @@ def open_group(
         zarr_format = known.metadata.zarr_format if known is not None else None
         if path and node is not None and _has_consolidated(node):  # its own consolidated metadata: one GET
             view = StorePath(store, path)  # xarray reads consolidated metadata only at its root
-            _prefetch_indexes(store, node, [""], prefix=path)
-            return _open_datasets(view, [""], _xarray_chunks(chunks), True, zarr_format, node)["/"]
+            prefetched = _prefetch_indexes(store, node, [""], prefix=path, wait=False)
+            return _open_datasets(view, [""], _xarray_chunks(chunks), True, zarr_format, node, prefetched)["/"]
         # xarray would take a sub-group's consolidated metadata from the store's root, i.e. the whole
         # session's (hundreds of kB): listing the group's own members is ~20x fewer bytes.
         consolidated = not path and _has_consolidated(known)

@@ -196,6 +196,35 @@ def test_open_group_reads_only_its_group(session_store):
     assert log.keys.count("zarr.json") == 1  # read once, shared with xarray
 
 
+def test_index_coordinates_are_fetched_once_while_xarray_builds_the_datasets(session_store):
+    """The index chunks are requested in the background (``prefetch_indexes(wait=False)``) and
+    waited for before they are decoded: each is read once, none again by xarray or the decoding."""
+    from sscxr._metadata import index_chunk_keys
+
+    url, source = session_store
+    log = _KeyLog(zarr.storage.LocalStore(url, read_only=True))
+    tree = sio.open_session(log)
+    index_keys = index_chunk_keys(zarr.open_group(url, mode="r"), None)
+    assert index_keys and all(log.keys.count(k) == 1 for k in index_keys), [k for k in index_keys
+                                                                            if log.keys.count(k) != 1]
+    assert not [k for k in log.keys if "/c/" in k and k not in index_keys]  # no data read at open
+    for path in ("imaging/subvolume_01", "trials"):
+        xr.testing.assert_identical(tree[path].to_dataset(inherit=False).compute(),
+                                    source[path].to_dataset(inherit=False))
+
+
+def test_a_failing_index_request_fails_the_open(session_store):
+    class Failing(_KeyLog):
+        async def get(self, key, prototype, byte_range=None):
+            if key.startswith("imaging/subvolume_01/cell/c"):
+                raise OSError(f"connection reset reading {key}")
+            return await super().get(key, prototype, byte_range)
+
+    url, _ = session_store
+    with pytest.raises(OSError, match="connection reset reading imaging/subvolume_01/cell/c"):
+        sio.open_session(Failing(zarr.storage.LocalStore(url, read_only=True)))
+
+
 def test_open_group_with_its_own_consolidated_metadata_is_one_metadata_read(session_store):
     url, source = session_store
     zarr.consolidate_metadata(url, path="imaging/subvolume_02")
