@@ -12,6 +12,12 @@ Uses the synthetic ``full`` ssc-1 session of ``bench_remote.py`` (12 subvolumes 
 2. **fresh process**: a new ``python -c`` that imports sscxr, opens the session and reads the
    same cell x trial, against a new ``python -c`` that downloads the ``.mat`` (obstore) and
    loads it (``scipy.io.loadmat``) and picks the same values. Wall time of the whole process.
+   Also a new ``python -c`` that only imports what the store path needs (xarray, zarr,
+   dask.array): the floor of any fresh-process store read.
+3. **over a network link** (``_link.ShapedLink``: a relay with a round-trip time and a shared
+   bandwidth, in front of the same SeaweedFS): 1 and 2 again for each of ``LINKS``. On loopback
+   a download is nearly free, so there the fresh-process comparison measures imports against
+   ``loadmat``; users meet S3 over a link like these.
 """
 
 from __future__ import annotations
@@ -34,13 +40,22 @@ import bench_remote as br  # noqa: E402
 FRESH_STORE = r"""
 import sys, warnings
 warnings.simplefilter("ignore")
+import time
 import numpy as np, sscxr
+t0 = time.perf_counter()
 url, endpoint, sub, cell, trial = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 tree = sscxr.open_session(url, storage_options={"anon": True, "endpoint_url": endpoint})
 sv = tree[f"imaging/subvolume_{sub:02d}"]
 frames = np.flatnonzero(sv.trial.values == trial)
-print(float(np.nansum(sv.dff.sel(cell=cell).isel(time=slice(frames[0], frames[-1] + 1)).values)))
+print(float(np.nansum(sv.dff.sel(cell=cell).isel(time=slice(frames[0], frames[-1] + 1)).values)),
+      time.perf_counter() - t0)
 """
+
+FRESH_IMPORTS = "import numpy, xarray, zarr, dask.array, sscxr.io"
+
+LINKS = {"cloud region (1 ms, 1 Gbit/s)": (1.0, 1000.0), "laptop (30 ms, 100 Mbit/s)": (30.0, 100.0)}
+"""Round-trip ms and Mbit/s of the links measured besides loopback: a machine in the bucket's
+cloud region, and a laptop on a campus or home network."""
 
 FRESH_MAT = r"""
 import io, sys, warnings
@@ -49,13 +64,15 @@ sys.path.insert(0, sys.argv[6])
 import numpy as np, obstore, scipy.io
 from obstore.store import S3Store
 from bench_remote import cell_trial_from_mat
+import time
+t0 = time.perf_counter()
 url, endpoint, sub, cell, trial = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 bucket, key = url.split("://", 1)[1].split("/", 1)
 store = S3Store(bucket, config={"endpoint": endpoint, "skip_signature": True, "region": "us-east-1"},
                 client_options={"allow_http": True})
 data = obstore.get(store, key).bytes()
 mat = scipy.io.loadmat(io.BytesIO(bytes(data)), squeeze_me=True, struct_as_record=False)
-print(float(np.nansum(cell_trial_from_mat(mat["s"], sub, cell, trial))))
+print(float(np.nansum(cell_trial_from_mat(mat["s"], sub, cell, trial))), time.perf_counter() - t0)
 """
 
 
@@ -125,6 +142,37 @@ def fresh(script: str, args: list[str]) -> tuple[float, str]:
     return time.perf_counter() - t0, proc.stdout.strip()
 
 
+def measure(url: str, mat_url: str, opts: dict, truth: Any, rng: np.random.Generator, repeat: int, nfresh: int,
+            chunks_none: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Warm and fresh-process measurements through one endpoint (``opts["endpoint_url"]``)."""
+    rows: dict[str, list[tuple[float, int, int]]] = {"open_session + cell x trial": [],
+                                                      "open_group + cell x trial": []}  # fmt: skip
+    if chunks_none:
+        rows["open_session(chunks=None) + cell x trial"] = []
+    session_read(url, opts, *pick(truth, rng))  # warm imports and the HTTP client
+    for _ in range(repeat):
+        sub, cell, trial = pick(truth, rng)
+        rows["open_session + cell x trial"].append(session_read(url, opts, sub, cell, trial))
+        if chunks_none:
+            rows["open_session(chunks=None) + cell x trial"].append(session_read(url, opts, sub, cell, trial,
+                                                                                 chunks=None))  # fmt: skip
+        rows["open_group + cell x trial"].append(group_read(url, opts, sub, cell, trial))
+    fresh_rows: dict[str, list[float]] = {"store": [], "mat": [], "imports": [], "store_after": [], "mat_after": []}
+    for _ in range(nfresh):
+        sub, cell, trial = pick(truth, rng)
+        common = [str(sub), str(cell), str(trial)]
+        t_store, v_store = fresh(FRESH_STORE, [url, opts["endpoint_url"], *common])
+        t_mat, v_mat = fresh(FRESH_MAT, [mat_url, opts["endpoint_url"], *common, str(Path(__file__).parent)])
+        (v_store, after_store), (v_mat, after_mat) = v_store.split(), v_mat.split()
+        assert np.isclose(float(v_store), float(v_mat)), (v_store, v_mat)
+        fresh_rows["store"].append(t_store)
+        fresh_rows["mat"].append(t_mat)
+        fresh_rows["store_after"].append(float(after_store))
+        fresh_rows["mat_after"].append(float(after_mat))
+        fresh_rows["imports"].append(fresh(FRESH_IMPORTS, [])[0])
+    return {"rows": rows, "fresh": fresh_rows}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=7)
@@ -132,7 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
+    from urllib.parse import urlparse
+
     import xarray as xr
+    from _link import ShapedLink
 
     from sscxr.testing.s3 import SeaweedServer
 
@@ -142,9 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     store = os.path.realpath(br.make_store(mat, "full", workdir))
     truth = xr.open_datatree(store, engine="zarr")
     rng = np.random.default_rng(2)
-    rows: dict[str, list[tuple[float, int, int]]] = {"open_session + cell x trial": [],
-                                                      "open_session(chunks=None) + cell x trial": [],
-                                                      "open_group + cell x trial": []}  # fmt: skip
+    results: dict[str, dict[str, Any]] = {}
     with SeaweedServer() as s3:
         bucket = s3.public_bucket
         s3.upload_dir(store, bucket, "stores/an197522_2013_03_08.zarr")
@@ -152,24 +201,15 @@ def main(argv: list[str] | None = None) -> None:
         anon = s3.storage_options(anon=True)
         url = s3.url(bucket, "stores/an197522_2013_03_08.zarr")
         mat_url = s3.url(bucket, f"sources/{mat.name}")
-        session_read(url, anon, *pick(truth, rng))  # warm imports and the HTTP client
-        for _ in range(args.repeat):
-            sub, cell, trial = pick(truth, rng)
-            rows["open_session + cell x trial"].append(session_read(url, anon, sub, cell, trial))
-            rows["open_session(chunks=None) + cell x trial"].append(session_read(url, anon, sub, cell, trial,
-                                                                                 chunks=None))  # fmt: skip
-            rows["open_group + cell x trial"].append(group_read(url, anon, sub, cell, trial))
+        results["loopback"] = measure(url, mat_url, anon, truth, rng, args.repeat, args.fresh)
         phase = phases(url, anon, args.repeat)
-        fresh_rows: dict[str, list[float]] = {"store": [], "mat": []}
-        for _ in range(args.fresh):
-            sub, cell, trial = pick(truth, rng)
-            common = [str(sub), str(cell), str(trial)]
-            t_store, v_store = fresh(FRESH_STORE, [url, anon["endpoint_url"], *common])
-            t_mat, v_mat = fresh(FRESH_MAT, [mat_url, anon["endpoint_url"], *common, str(Path(__file__).parent)])
-            assert np.isclose(float(v_store), float(v_mat)), (v_store, v_mat)
-            fresh_rows["store"].append(t_store)
-            fresh_rows["mat"].append(t_mat)
-    text = report(rows, phase, fresh_rows, args, mat.stat().st_size)
+        server = urlparse(anon["endpoint_url"])
+        for name, (rtt_ms, mbit_s) in LINKS.items():
+            with ShapedLink(server.hostname or "127.0.0.1", server.port or 80, rtt_ms=rtt_ms, mbit_s=mbit_s) as link:
+                opts = {**anon, "endpoint_url": link.endpoint}
+                results[name] = measure(url, mat_url, opts, truth, rng, max(3, args.repeat // 2), args.fresh,
+                                        chunks_none=False)  # fmt: skip
+    text = report(results, phase, args, mat.stat().st_size)
     print(text)
     if args.out:
         from bench_dataset import write_between
@@ -177,45 +217,59 @@ def main(argv: list[str] | None = None) -> None:
         write_between(Path(args.out), "bench_open", text)
 
 
-def report(rows: dict[str, list], phase: dict[str, float], fresh_rows: dict[str, list[float]], args: Any,
-           mat_bytes: int) -> str:  # fmt: skip
+def report(results: dict[str, dict[str, Any]], phase: dict[str, float], args: Any, mat_bytes: int) -> str:
     from datetime import UTC, datetime
 
     from _machine import machine_markdown
 
-    import os as _os
-
+    med = statistics.median
     lines = ["## Opening costs what you touch (real-scale session over S3)", "",
-             f"Machine load (1-minute average) at the end: {_os.getloadavg()[0]:.1f} on 2 cores.", "",
+             f"Machine load (1-minute average) at the end: {os.getloadavg()[0]:.1f} on 2 cores.", "",
              f"Generated by `python benchmarks/bench_open.py --repeat {args.repeat} --fresh {args.fresh}` on "
              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; SeaweedFS `weed mini` on 127.0.0.1, obstore client, anonymous "
-             f"public read. Data: the synthetic `full` ssc-1 session (12 subvolumes x 999 cells, 400 trials; "
-             f".mat {mat_bytes / 1e6:.0f} MB) converted with `sscxr convert`.", "", machine_markdown(), "",
-             "| warm process (imports, HTTP client warm; store opened anew each time) | median s | min s | MB | requests |",
-             "|---|---|---|---|---|"]  # fmt: skip
-    for name, rs in rows.items():
-        t = [r[0] for r in rs]
-        lines.append(f"| {name} | {statistics.median(t):.3f} | {min(t):.3f} | "
-                     f"{statistics.median(r[1] for r in rs) / 1e6:.3f} | {statistics.median(r[2] for r in rs):.0f} |")
-    lines += ["", "Phases of `open_session` (median s): " + ", ".join(
+             f"public read; directly (loopback) and through a relay that adds a round-trip time and a bandwidth "
+             f"(`benchmarks/_link.py`). Data: the synthetic `full` ssc-1 session (12 subvolumes x 999 cells, 400 "
+             f"trials; .mat {mat_bytes / 1e6:.0f} MB) converted with `sscxr convert`.", "", machine_markdown(), "",
+             "Warm process (imports and HTTP client warm; the store opened anew each time):", "",
+             "| link | read | median s | min s | MB | requests |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for link, res in results.items():
+        for name, rs in res["rows"].items():
+            t = [r[0] for r in rs]
+            lines.append(f"| {link} | {name} | {med(t):.3f} | {min(t):.3f} | {med(r[1] for r in rs) / 1e6:.3f} | "
+                         f"{med(r[2] for r in rs):.0f} |")
+    lines += ["", "Phases of `open_session` on loopback (median s): " + ", ".join(
         f"{n.strip('_')} {v:.3f}" for n, v in phase.items()) + " (open_datasets = xarray's part, without "
-        "chunk_on_store_chunks = dask arrays).", "",
-        "| fresh process (`python -c`, whole process wall time) | median s | min s |", "|---|---|---|"]  # fmt: skip
-    for name, key in (("import sscxr, open_session, one cell x one trial", "store"),
-                      (".mat download (obstore) + scipy.io.loadmat + the same values", "mat")):  # fmt: skip
-        lines.append(f"| {name} | {statistics.median(fresh_rows[key]):.2f} | {min(fresh_rows[key]):.2f} |")
-    warm = statistics.median(r[0] for r in rows["open_session + cell x trial"])
-    group = rows["open_group + cell x trial"]
-    ratio = statistics.median(fresh_rows["mat"]) / statistics.median(fresh_rows["store"])
-    lines += ["", "| result | target | met |", "|---|---|---|",
-              f"| open_session + cell x trial, warm: {warm:.3f} s | <= 0.3 s | {'yes' if warm <= 0.3 else 'no'} |",
-              f"| warm open_session + cell x trial vs the .mat in a fresh process: "
-              f"{statistics.median(fresh_rows['mat']) / warm:.1f}x faster | >= 5x | "
-              f"{'yes' if statistics.median(fresh_rows['mat']) / warm >= 5 else 'no'} |",
-              f"| both in fresh processes (imports included): {ratio:.1f}x faster | >= 5x | {'yes' if ratio >= 5 else 'no'} |",
-              f"| open_group + cell x trial: {statistics.median(r[0] for r in group):.3f} s, "
-              f"{statistics.median(r[1] for r in group) / 1e6:.3f} MB | <= 0.04 s, <= 0.2 MB | "
-              f"{'yes' if statistics.median(r[0] for r in group) <= 0.04 and statistics.median(r[1] for r in group) <= 2e5 else 'no'} |"]  # fmt: skip
+        "chunk_on_store_chunks = dask arrays; prefetch_indexes only starts the requests, which run while xarray "
+        "builds the Datasets).", "",
+        "Fresh process (`python -c`, median s): the whole process, and (after) the time from the end of the "
+        "script's imports (`import sscxr`; `import scipy.io, obstore`) to the values, which includes what "
+        "sscxr imports on first use (zarr, dask):", "",
+        "| link | store: import sscxr, open_session, one cell x one trial | .mat: download (obstore) + "
+        "`scipy.io.loadmat` + the same values | store faster by | after imports: store / .mat | store faster by "
+        "| imports alone (xarray, zarr, dask.array) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for link, res in results.items():
+        f = res["fresh"]
+        lines.append(f"| {link} | {med(f['store']):.2f} | {med(f['mat']):.2f} | "
+                     f"{med(f['mat']) / med(f['store']):.1f}x | {med(f['store_after']):.2f} / "
+                     f"{med(f['mat_after']):.2f} | {med(f['mat_after']) / med(f['store_after']):.1f}x | "
+                     f"{med(f['imports']):.2f} |")
+    loop = results["loopback"]
+    warm = med(r[0] for r in loop["rows"]["open_session + cell x trial"])
+    group = loop["rows"]["open_group + cell x trial"]
+    g_s, g_mb = med(r[0] for r in group), med(r[1] for r in group) / 1e6
+    mat_fresh = med(loop["fresh"]["mat"])
+    yes = {True: "yes", False: "no"}
+    lines += ["", "| result (loopback unless named) | target | met |", "|---|---|---|",
+              f"| open_session + cell x trial, warm: {warm:.3f} s | <= 0.3 s | {yes[warm <= 0.3]} |",
+              f"| warm open_session + cell x trial vs the .mat in a fresh process: {mat_fresh / warm:.1f}x faster "
+              f"| >= 5x | {yes[mat_fresh / warm >= 5]} |"]  # fmt: skip
+    for link, res in results.items():
+        ratio = med(res["fresh"]["mat"]) / med(res["fresh"]["store"])
+        after = med(res["fresh"]["mat_after"]) / med(res["fresh"]["store_after"])
+        lines.append(f"| both in fresh processes, {link}: {ratio:.1f}x faster (after imports {after:.1f}x) | >= 5x "
+                     f"| {yes[ratio >= 5]} (after imports: {yes[after >= 5]}) |")
+    lines.append(f"| open_group + cell x trial: {g_s:.3f} s, {g_mb:.3f} MB | <= 0.04 s, <= 0.2 MB | "
+                 f"{yes[g_s <= 0.04 and g_mb <= 0.2]} |")
     return "\n".join(lines) + "\n"
 
 
