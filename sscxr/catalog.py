@@ -505,8 +505,10 @@ def build_catalog(root: str | os.PathLike[str], *, storage_options: Mapping[str,
             continue
         version = content_version(url, storage_options)
         if attrs.get("content_version") not in (None, version):
-            warnings.warn(f"{url}: recorded content_version {attrs['content_version']} differs from its "
-                          f"metadata ({version}); pinning {version}", StoreVersionWarning, stacklevel=2)  # fmt: skip
+            warnings.warn(f"{url}: the content_version it records ({attrs['content_version']}) is not the "
+                          f"version of its metadata today ({version}): it was converted by an older sscxr or "
+                          f"changed since; the catalog pins {version} (`sscxr verify` checks the store against "
+                          f"its sources)", StoreVersionWarning, stacklevel=2)  # fmt: skip
         _put(cat, store.removesuffix(".zarr"), _metadata_from_attrs(store, attrs, version))
     if out_text is not None:
         recorded = _root_as_seen_from(root, out_text)

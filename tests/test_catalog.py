@@ -205,6 +205,10 @@ def test_build_catalog_pins_versions_and_reads_attrs(session_store, animal_store
     with pytest.warns(StoreVersionWarning) as record:
         reread["an197522_2013_03_08"].read()
     assert any("was pinned" in str(w.message) for w in record)
+    with pytest.warns(StoreVersionWarning, match=r"an197522_2013_03_08\.zarr: the content_version it records "
+                      r"\(\w{16}\) is not the version of its metadata today \(\w{16}\).*the catalog pins"):
+        rebuilt = sc.build_catalog(root, only_found=False)
+    assert rebuilt.get_entity("an197522_2013_03_08").metadata["content_version"] == content_version(session_store[0])
 
 
 def test_build_catalog_over_s3_keeps_secrets_out(moto_server, moto_session_store, tmp_path):
