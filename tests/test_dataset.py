@@ -195,6 +195,15 @@ def test_find_criteria_local_run_and_non_table_results(dataset):
     assert shapes["an197522_2013_03_08"] == ("ssc-1", ["events", "imaging", "trials", "whisker"])
 
 
+def test_progress_bar_counts_entries(dataset, capsys):
+    pytest.importorskip("tqdm")
+    root, _ = dataset
+    names = list(SESSIONS)[:2]
+    map_catalog(lambda tree, meta: meta["archive"], _catalog(root), names=names, client=False, progress=True)
+    err = capsys.readouterr().err
+    assert "entries" in err and f"{len(names)}/{len(names)}" in err, err
+
+
 def test_analysis_chunks_are_used_by_default(dataset):
     root, _ = dataset
     cat = _catalog(root)
