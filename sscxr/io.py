@@ -481,8 +481,9 @@ def open_group(
         zarr_format = known.metadata.zarr_format if known is not None else None
         if path and node is not None and _has_consolidated(node):  # its own consolidated metadata: one GET
             view = StorePath(store, path)  # xarray reads consolidated metadata only at its root
-            prefetched = _prefetch_indexes(store, node, [""], prefix=path, wait=False)
-            return _open_datasets(view, [""], _xarray_chunks(chunks), True, zarr_format, node, prefetched)["/"]
+            # one group builds in ~10 ms: a background thread for its few index GETs would cost more
+            _prefetch_indexes(store, node, [""], prefix=path)
+            return _open_datasets(view, [""], _xarray_chunks(chunks), True, zarr_format, node)["/"]
         # xarray would take a sub-group's consolidated metadata from the store's root, i.e. the whole
         # session's (hundreds of kB): listing the group's own members is ~20x fewer bytes.
         consolidated = not path and _has_consolidated(known)
