@@ -7,7 +7,8 @@ Uses the synthetic ``full`` ssc-1 session of ``bench_remote.py`` (12 subvolumes 
 
 1. **warm process**: ``sscxr.open_session(url)`` + one cell x one trial of dF/F (``.values``),
    and ``sscxr.io.open_group(url, "imaging/subvolume_NN")`` + the same; every repetition opens
-   the store anew (no tree is cached), only the HTTP client and imports are warm. Also the
+   the store anew (no tree is cached), only the HTTP client and imports are warm (after
+   ``WARMUP`` untimed opens of each kind). Also the
    phases of ``open_session`` (root metadata, index prefetch, xarray Datasets, dask arrays).
 2. **fresh process**: a new ``python -c`` that imports sscxr, opens the session and reads the
    same cell x trial, against a new ``python -c`` that downloads the ``.mat`` (obstore) and
@@ -50,6 +51,10 @@ frames = np.flatnonzero(sv.trial.values == trial)
 print(float(np.nansum(sv.dff.sel(cell=cell).isel(time=slice(frames[0], frames[-1] + 1)).values)),
       time.perf_counter() - t0)
 """
+
+WARMUP = 3
+"""Untimed opens before the warm measurements: the first few opens of a process are 20-40% slower
+(measured: 0.36-0.48 s, then 0.24-0.30 s), also 20 s after the upload, so the server is not the cause."""
 
 FRESH_IMPORTS = "import numpy, xarray, zarr, dask.array, sscxr.io"
 
@@ -149,7 +154,9 @@ def measure(url: str, mat_url: str, opts: dict, truth: Any, rng: np.random.Gener
                                                       "open_group + cell x trial": []}  # fmt: skip
     if chunks_none:
         rows["open_session(chunks=None) + cell x trial"] = []
-    session_read(url, opts, *pick(truth, rng))  # warm imports and the HTTP client
+    for _ in range(WARMUP):  # imports, the HTTP client and its connections, allocator: a process in use
+        session_read(url, opts, *pick(truth, rng))
+        group_read(url, opts, *pick(truth, rng))
     for _ in range(repeat):
         sub, cell, trial = pick(truth, rng)
         rows["open_session + cell x trial"].append(session_read(url, opts, sub, cell, trial))
@@ -230,7 +237,8 @@ def report(results: dict[str, dict[str, Any]], phase: dict[str, float], args: An
              f"public read; directly (loopback) and through a relay that adds a round-trip time and a bandwidth "
              f"(`benchmarks/_link.py`). Data: the synthetic `full` ssc-1 session (12 subvolumes x 999 cells, 400 "
              f"trials; .mat {mat_bytes / 1e6:.0f} MB) converted with `sscxr convert`.", "", machine_markdown(), "",
-             "Warm process (imports and HTTP client warm; the store opened anew each time):", "",
+             f"Warm process (imports and HTTP client warm, after {WARMUP} untimed opens of each kind; the store "
+             "opened anew each time):", "",
              "| link | read | median s | min s | MB | requests |", "|---|---|---|---|---|---|"]  # fmt: skip
     for link, res in results.items():
         for name, rs in res["rows"].items():
