@@ -110,16 +110,16 @@ def prefetch_indexes(store: Store, group: zarr.Group, paths: Sequence[str] | Non
     async def fetch_all() -> list[Any]:
         return await asyncio.gather(*(cache.get(k, default_buffer_prototype()) for k in keys))
 
+    def keep(buffers: list[Any]) -> None:
+        cache.add({k: buf for k, buf in zip(keys, buffers, strict=True) if buf is not None})
+
+    if wait:
+        keep(sync(fetch_all()))
+        return lambda: None
     pool = ThreadPoolExecutor(1, thread_name_prefix="sscxr-prefetch")
     pending = pool.submit(sync, fetch_all())
     pool.shutdown(wait=False)
-
-    def done() -> None:
-        cache.add({k: buf for k, buf in zip(keys, pending.result(), strict=True) if buf is not None})
-
-    if wait:
-        done()
-    return done
+    return lambda: keep(pending.result())
 
 
 def read_arrays(group: zarr.Group, paths: Sequence[str]) -> list[np.ndarray]:

@@ -213,6 +213,22 @@ def test_index_coordinates_are_fetched_once_while_xarray_builds_the_datasets(ses
                                     source[path].to_dataset(inherit=False))
 
 
+def test_open_group_fetches_its_indexes_without_a_background_thread(session_store, monkeypatch):
+    """One group builds in ~10 ms: its few index GETs are awaited, not handed to a thread."""
+    import sscxr._metadata as metadata
+
+    def no_thread(*args, **kwargs):
+        raise AssertionError("open_group started a background prefetch thread")
+
+    url, source = session_store
+    zarr.consolidate_metadata(url, path="imaging/subvolume_02")  # the group's own metadata: it prefetches
+    monkeypatch.setattr(metadata, "ThreadPoolExecutor", no_thread)
+    log = _KeyLog(zarr.storage.LocalStore(url, read_only=True))
+    ds = sio.open_group(log, "imaging/subvolume_02")
+    assert any(k.startswith("imaging/subvolume_02/cell/c") for k in log.keys)
+    xr.testing.assert_identical(ds.compute(), source["imaging/subvolume_02"].to_dataset(inherit=False))
+
+
 def test_a_failing_index_request_fails_the_open(session_store):
     class Failing(_KeyLog):
         async def get(self, key, prototype, byte_range=None):
